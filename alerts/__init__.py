@@ -1,0 +1,1 @@
+"""Alert rules, sinks and webhook delivery."""

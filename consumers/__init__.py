@@ -1,0 +1,1 @@
+"""The Kafka edge of driftline: decoding, consumer loop, service wiring, HTTP, CLI."""

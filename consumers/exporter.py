@@ -1,0 +1,176 @@
+"""Prometheus export: a Collector that reads the newest state snapshot at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from monitor.evaluation import ModelEvaluation
+from monitor.model_state import LATENCY_BUCKETS
+
+__all__ = ["DriftlineCollector", "ModelCounters", "StateSnapshot"]
+
+
+@dataclass(frozen=True)
+class ModelCounters:
+    """Cumulative counters of one model since the service started (or was restored)."""
+
+    predictions: int = 0
+    ground_truth: int = 0
+    late: int = 0
+    window_events: int = 0
+    latency_buckets: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
+    latency_sum: float = 0.0
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """What the service knows, copied under its lock so a scrape sees one consistent state."""
+
+    version: str
+    evaluations: Mapping[str, ModelEvaluation] = field(default_factory=dict)
+    counters: Mapping[str, ModelCounters] = field(default_factory=dict)
+    invalid: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (model, reason)
+    kafka_connected: bool = False
+
+
+class DriftlineCollector(Collector):
+    """Builds every ``driftline_*`` metric from ``snapshot()`` on each scrape."""
+
+    def __init__(self, snapshot: Callable[[], StateSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._snapshot()
+        info = InfoMetricFamily("driftline_build", "driftline build information")
+        info.add_metric([], {"version": s.version})
+        yield info
+
+        connected = GaugeMetricFamily(
+            "driftline_kafka_connected", "1 when the consumer reaches the Kafka cluster"
+        )
+        connected.add_metric([], 1.0 if s.kafka_connected else 0.0)
+        yield connected
+
+        events = CounterMetricFamily(
+            "driftline_events_total", "Valid events consumed", labels=["model", "kind"]
+        )
+        late = CounterMetricFamily(
+            "driftline_events_late_total",
+            "Events that arrived after their pane closed (counted, not windowed)",
+            labels=["model"],
+        )
+        window = GaugeMetricFamily(
+            "driftline_window_events", "Events in the live window", labels=["model"]
+        )
+        latency = HistogramMetricFamily(
+            "driftline_prediction_latency_seconds",
+            "Prediction latency reported by the serving app",
+            labels=["model"],
+            unit="seconds",
+        )
+        for model, c in sorted(s.counters.items()):
+            events.add_metric([model, "prediction"], c.predictions)
+            events.add_metric([model, "ground_truth"], c.ground_truth)
+            late.add_metric([model], c.late)
+            window.add_metric([model], c.window_events)
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*LATENCY_BUCKETS, float("inf")), c.latency_buckets, strict=True
+            ):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric([model], buckets, c.latency_sum)
+        yield events
+        yield late
+        yield window
+        yield latency
+
+        invalid = CounterMetricFamily(
+            "driftline_events_invalid_total",
+            "Records sent to the dead-letter topic",
+            labels=["model", "reason"],
+        )
+        for (model, reason), count in sorted(s.invalid.items()):
+            invalid.add_metric([model, reason], count)
+        yield invalid
+
+        yield from _evaluation_metrics(s.evaluations)
+
+
+def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[Metric]:
+    fl = ["model", "feature"]
+    score = GaugeMetricFamily(
+        "driftline_feature_drift_score", "Drift score of a feature", labels=[*fl, "method"]
+    )
+    pvalue = GaugeMetricFamily(
+        "driftline_feature_drift_pvalue", "p-value of a drift test", labels=[*fl, "method"]
+    )
+    threshold = GaugeMetricFamily(
+        "driftline_feature_drift_threshold",
+        "Threshold of the method that decides drift",
+        labels=[*fl, "method"],
+    )
+    drifted = GaugeMetricFamily(
+        "driftline_feature_drifted", "1 when the feature drifted in the live window", labels=fl
+    )
+    ratio = GaugeMetricFamily(
+        "driftline_drifted_features_ratio", "Share of features that drifted", labels=["model"]
+    )
+    missing = GaugeMetricFamily(
+        "driftline_feature_missing_ratio", "Share of window events missing the feature", labels=fl
+    )
+    out_of_range = GaugeMetricFamily(
+        "driftline_feature_out_of_range_ratio",
+        "Share of window events with the feature outside its valid range",
+        labels=fl,
+    )
+    new_category = GaugeMetricFamily(
+        "driftline_feature_new_category_ratio",
+        "Share of window events with a category unseen in the reference",
+        labels=fl,
+    )
+    prediction = GaugeMetricFamily(
+        "driftline_prediction_drift_score",
+        "Drift score of the model output",
+        labels=["model", "method"],
+    )
+    last = GaugeMetricFamily(
+        "driftline_last_evaluation_timestamp_seconds",
+        "When the model's window was last evaluated",
+        labels=["model"],
+        unit="seconds",
+    )
+    for model, ev in sorted(evaluations.items()):
+        last.add_metric([model], ev.evaluated_at)
+        r = ev.drifted_features_ratio
+        if r is not None:
+            ratio.add_metric([model], r)
+        for f in ev.features:
+            labels = [model, f.name]
+            for s in f.scores:
+                score.add_metric([*labels, s.method], s.score)
+                if s.pvalue is not None:
+                    pvalue.add_metric([*labels, s.method], s.pvalue)
+            threshold.add_metric([*labels, f.method], f.threshold)
+            if f.drifted is not None:
+                drifted.add_metric(labels, 1.0 if f.drifted else 0.0)
+            if ev.window_events:
+                missing.add_metric(labels, f.missing_ratio)
+                out_of_range.add_metric(labels, f.out_of_range_ratio)
+                if f.kind == "categorical":
+                    new_category.add_metric(labels, f.new_category_ratio)
+        for s in ev.prediction:
+            prediction.add_metric([model, s.method], s.score)
+    yield from (score, pvalue, threshold, drifted, ratio, missing, out_of_range, new_category)
+    yield prediction
+    yield last

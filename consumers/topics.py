@@ -1,0 +1,37 @@
+"""Creating driftline's topics when they do not exist yet."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from consumers.exceptions import ConsumersError
+
+__all__ = ["ensure_topics"]
+
+
+def ensure_topics(
+    bootstrap_servers: str, names: Iterable[str], partitions: int = 1, timeout: float = 30.0
+) -> None:
+    """Create each topic that is missing (one replica); existing topics are left alone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise ConsumersError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [n for n in dict.fromkeys(names) if n not in existing]
+        for name in wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()

@@ -1,0 +1,171 @@
+"""Reference bins: fixed once from the reference, so every window is just a vector of counts.
+
+Numerical features get quantile edges on a fine grid (``quantiles`` bins, default 100)
+plus an underflow and an overflow bin; distance methods that need more mass per bin
+(PSI, KL, Jensen-Shannon, Hellinger, chi-square) see the fine bins coarsened into about
+``coarse_bins`` groups of equal reference mass. Categorical features get the top-K
+reference categories, an "other" bin for the remaining reference categories and a "new"
+bin for values never seen in the reference; for drift, "other" and "new" are one bin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitor.exceptions import ReferenceError
+
+__all__ = ["MISSING_CODE", "CategoricalBins", "NumericBins"]
+
+#: Code :meth:`CategoricalBins.assign` gives a missing (null) value.
+MISSING_CODE = -1
+#: How many reference categories are remembered to tell "other" from "new".
+MAX_KNOWN_CATEGORIES = 10_000
+
+
+@dataclass(frozen=True)
+class NumericBins:
+    """Quantile bins of a numerical feature.
+
+    ``edges`` has ``m + 1`` increasing values; value bin 0 is the underflow (``x < edges[0]``),
+    bins ``1..m`` are interior and bin ``m + 1`` the overflow. The last edge is nudged up by
+    one ulp so the reference maximum falls inside.
+
+    >>> bins = NumericBins.from_values(np.arange(100.0), quantiles=4, coarse_bins=2)
+    >>> bins.n_value_bins
+    6
+    >>> bins.assign(np.array([-1.0, 0.0, 50.0, 99.0, 1e9])).tolist()
+    [0, 1, 3, 4, 5]
+    >>> bins.coarse_starts.tolist()
+    [0, 1, 3, 5]
+    """
+
+    edges: NDArray[np.float64]
+    coarse_starts: NDArray[np.intp]
+
+    @classmethod
+    def from_values(
+        cls, values: NDArray[np.float64], quantiles: int, coarse_bins: int
+    ) -> NumericBins:
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            raise ReferenceError("no finite reference values to bin")
+        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, quantiles + 1)))
+        if edges.size == 1:  # a constant feature still needs one interior bin
+            edges = np.append(edges, edges[0])
+        edges[-1] = np.nextafter(edges[-1], np.inf)
+        # Coarse groups: underflow alone, interior bins cut at the reference's coarse
+        # quantiles (snapped to fine edges), overflow alone.
+        cuts = np.quantile(finite, np.linspace(0.0, 1.0, coarse_bins + 1)[1:-1])
+        interior = np.searchsorted(edges, cuts, side="right")
+        m = edges.size - 1
+        starts = np.unique(np.concatenate(([0, 1], np.clip(interior, 1, m), [m + 1])))
+        return cls(edges=edges.astype(np.float64), coarse_starts=starts.astype(np.intp))
+
+    @property
+    def n_value_bins(self) -> int:
+        return int(self.edges.size + 1)
+
+    def assign(self, values: NDArray[np.float64]) -> NDArray[np.intp]:
+        """Value-bin index of each value (NaN lands in the overflow; callers mask it first)."""
+        return np.searchsorted(self.edges, values, side="right")
+
+    def centers(self) -> NDArray[np.float64]:
+        """A representative point per value bin, for bins that saw no values."""
+        mid = (self.edges[:-1] + self.edges[1:]) / 2.0
+        return np.concatenate(([self.edges[0]], mid, [self.edges[-1]]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edges": self.edges.tolist(), "coarse_starts": self.coarse_starts.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NumericBins:
+        edges = np.asarray(data["edges"], dtype=np.float64)
+        starts = np.asarray(data["coarse_starts"], dtype=np.intp)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise ReferenceError("numerical bin edges must be at least two increasing numbers")
+        if starts.size == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0):
+            raise ReferenceError("coarse_starts must start at 0 and increase")
+        if starts[-1] >= edges.size + 1:
+            raise ReferenceError("coarse_starts points past the last bin")
+        return cls(edges=edges, coarse_starts=starts)
+
+
+@dataclass(frozen=True)
+class CategoricalBins:
+    """Top-K categories, then "other" (a known reference category) and "new" (unseen).
+
+    >>> bins = CategoricalBins.from_values(np.array(["a", "b", "a", "c"], dtype=object), 2)
+    >>> bins.categories
+    ('a', 'b')
+    >>> bins.assign(np.array(["a", "c", "zz", None, "b"], dtype=object)).tolist()
+    [0, 2, 3, -1, 1]
+    >>> bins.coarse_starts.tolist()
+    [0, 1, 2]
+    """
+
+    categories: tuple[str, ...]
+    known: frozenset[str]
+    _lookup: dict[object, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        k = len(self.categories)
+        lookup: dict[object, int] = dict.fromkeys(self.known, k)
+        lookup.update({c: i for i, c in enumerate(self.categories)})
+        # Serving apps send integer codes as JSON numbers; the reference file read them as text.
+        for c, code in list(lookup.items()):
+            if isinstance(c, str) and c.lstrip("-").isdigit():
+                lookup.setdefault(int(c), code)
+        lookup[None] = MISSING_CODE
+        object.__setattr__(self, "_lookup", lookup)
+
+    @classmethod
+    def from_values(cls, values: NDArray[np.object_], max_categories: int) -> CategoricalBins:
+        present = np.array([str(v) for v in values.tolist() if v is not None], dtype=object)
+        if present.size == 0:
+            raise ReferenceError("no non-missing reference values to bin")
+        uniq, counts = np.unique(present.astype(str), return_counts=True)
+        order = np.lexsort((uniq, -counts))  # most frequent first, ties by name
+        ranked = [str(c) for c in uniq[order]]
+        return cls(
+            categories=tuple(ranked[:max_categories]),
+            known=frozenset(ranked[:MAX_KNOWN_CATEGORIES]),
+        )
+
+    @property
+    def other_index(self) -> int:
+        return len(self.categories)
+
+    @property
+    def new_index(self) -> int:
+        return len(self.categories) + 1
+
+    @property
+    def n_value_bins(self) -> int:
+        return len(self.categories) + 2
+
+    @property
+    def coarse_starts(self) -> NDArray[np.intp]:
+        """Drift sees each top category, then "other" and "new" as one bin."""
+        return np.arange(len(self.categories) + 1, dtype=np.intp)
+
+    def assign(self, values: NDArray[np.object_]) -> NDArray[np.intp]:
+        """Value-bin index of each value, :data:`MISSING_CODE` for null (C-level lookups)."""
+        codes = map(self._lookup.get, values.tolist(), repeat(self.new_index))
+        return np.fromiter(codes, dtype=np.intp, count=values.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"categories": list(self.categories), "known": sorted(self.known)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CategoricalBins:
+        categories = tuple(str(c) for c in data["categories"])
+        known = frozenset(str(c) for c in data.get("known", categories)) | set(categories)
+        if len(set(categories)) != len(categories):
+            raise ReferenceError("categories must be unique")
+        return cls(categories=categories, known=known)

@@ -1,0 +1,127 @@
+"""Evaluation snapshots: what a window said about a model, as plain immutable data.
+
+The exporter and the HTTP API read the newest snapshot; nothing in it is mutated after
+it is built, so it can be handed between threads as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.drift import DriftScore
+
+__all__ = ["DriftPolicy", "FeatureEvaluation", "MethodChoice", "ModelEvaluation"]
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """The method that decides drift, its threshold, and the methods reported beside it."""
+
+    method: str
+    threshold: float
+    report: tuple[str, ...] = ()
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return (self.method, *(m for m in self.report if m != self.method))
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """How a model's features are judged (DESIGN.md defaults)."""
+
+    numerical: MethodChoice = MethodChoice("wasserstein", 0.1, ("psi", "ks"))
+    categorical: MethodChoice = MethodChoice("jensenshannon", 0.1, ("psi", "chisquare"))
+    min_events: int = 100
+    overrides: Mapping[str, MethodChoice] = field(default_factory=dict)
+
+    def for_feature(self, name: str, numerical: bool) -> MethodChoice:
+        return self.overrides.get(name) or (self.numerical if numerical else self.categorical)
+
+
+@dataclass(frozen=True)
+class FeatureEvaluation:
+    name: str
+    kind: str
+    method: str
+    threshold: float
+    scores: tuple[DriftScore, ...]
+    drifted: bool | None  # None: fewer than min_events in the window
+    events: int
+    missing_ratio: float
+    type_mismatch_ratio: float
+    nonfinite_ratio: float
+    out_of_range_ratio: float
+    new_category_ratio: float
+
+    @property
+    def decision(self) -> DriftScore | None:
+        for s in self.scores:
+            if s.method == self.method:
+                return s
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        decision = self.decision
+        return {
+            "name": self.name,
+            "type": self.kind,
+            "method": self.method,
+            "threshold": self.threshold,
+            "score": decision.score if decision else None,
+            "pvalue": decision.pvalue if decision else None,
+            "drifted": self.drifted,
+            "scores": {s.method: {"score": s.score, "pvalue": s.pvalue} for s in self.scores},
+            "quality": {
+                "missing_ratio": self.missing_ratio,
+                "type_mismatch_ratio": self.type_mismatch_ratio,
+                "nonfinite_ratio": self.nonfinite_ratio,
+                "out_of_range_ratio": self.out_of_range_ratio,
+                "new_category_ratio": self.new_category_ratio,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    model: str
+    evaluated_at: float  # wall-clock seconds, passed in
+    watermark: float
+    window_start: float | None
+    window_end: float | None
+    window_events: int
+    min_events: int
+    features: tuple[FeatureEvaluation, ...]
+    prediction: tuple[DriftScore, ...] = ()
+
+    @property
+    def drifted_features_ratio(self) -> float | None:
+        verdicts = [f.drifted for f in self.features if f.drifted is not None]
+        if not verdicts:
+            return None
+        return sum(verdicts) / len(verdicts)
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features if f.drifted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "evaluated_at": self.evaluated_at,
+            "watermark": self.watermark,
+            "window": {
+                "start": self.window_start,
+                "end": self.window_end,
+                "events": self.window_events,
+                "min_events": self.min_events,
+            },
+            "drifted_features_ratio": self.drifted_features_ratio,
+            "drifted_features": list(self.drifted_features),
+            "features": [f.to_dict() for f in self.features],
+            "prediction_drift": {
+                s.method: {"score": s.score, "pvalue": s.pvalue} for s in self.prediction
+            },
+        }

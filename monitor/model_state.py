@@ -1,0 +1,199 @@
+"""Per-model state: reference, pane window, cumulative counters; ingest batches, evaluate.
+
+:class:`ModelMonitor` is the pure heart of the service. It is handed decoded batches and the
+wall-clock time, and hands back immutable :class:`~monitor.evaluation.ModelEvaluation`
+snapshots. It never reads a clock or touches I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitor.drift import DriftScore, compare, is_drifted
+from monitor.evaluation import DriftPolicy, FeatureEvaluation, ModelEvaluation
+from monitor.events import EventBatch
+from monitor.panes import CountLayout, FeatureSlots, PaneCounts
+from monitor.reference import FeatureProfile, ReferenceProfile
+from monitor.schema import FeatureKind
+from monitor.window import PaneWindow
+
+__all__ = ["LATENCY_BUCKETS", "ModelMonitor", "WindowSpec"]
+
+#: Upper bounds (seconds) of the prediction-latency histogram buckets.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FINE_METHODS = frozenset({"wasserstein", "ks"})
+
+
+class WindowSpec:
+    """Pane length, window length in panes and allowed lateness, in seconds."""
+
+    def __init__(self, pane: float, size: float, allowed_lateness: float) -> None:
+        panes = size / pane
+        if pane <= 0 or panes < 1 or abs(panes - round(panes)) > 1e-9:
+            raise ValueError("window size must be a positive whole multiple of the pane")
+        self.pane = pane
+        self.size_panes = round(panes)
+        self.allowed_lateness = allowed_lateness
+
+
+class ModelMonitor:
+    """Reference, live window and counters of one model."""
+
+    def __init__(
+        self, profile: ReferenceProfile, windows: WindowSpec, policy: DriftPolicy | None = None
+    ) -> None:
+        self.profile = profile
+        self.policy = policy or DriftPolicy()
+        self.layout = CountLayout(profile)
+        size = self.layout.size
+        self.window: PaneWindow[PaneCounts] = PaneWindow(
+            windows.pane,
+            windows.size_panes,
+            windows.allowed_lateness,
+            lambda: PaneCounts.zeros(size),
+        )
+        self.events_total = 0
+        self.late_total = 0
+        self.max_event_time = -math.inf
+        self.latency_buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+        self.latency_sum = 0.0
+
+    @property
+    def model(self) -> str:
+        return self.profile.model
+
+    def ingest(self, batch: EventBatch) -> bool:
+        """Count a batch into its panes; return True when the live window moved."""
+        n = len(batch)
+        if n == 0:
+            return False
+        self.events_total += n
+        self._observe_latency(batch.latency_ms)
+        panes = self.window.pane_indices(batch.event_time)
+        late = self.window.late_mask(panes)
+        n_late = int(late.sum())
+        if n_late:
+            self.late_total += n_late
+            keep = ~late
+            batch, panes = batch.select(keep), panes[keep]
+        if len(batch):
+            uniq, local = np.unique(panes, return_inverse=True)
+            counts, sums = self.layout.bin_batch(batch, local.astype(np.intp), uniq.size)
+            events = np.bincount(local, minlength=uniq.size)
+            for j, index in enumerate(uniq.tolist()):
+                self.window.pane(index).__iadd__(PaneCounts(int(events[j]), counts[j], sums[j]))
+            self.max_event_time = max(self.max_event_time, float(batch.event_time.max()))
+        return self.advance(self.max_event_time)
+
+    def advance(self, event_time: float) -> bool:
+        """Move the watermark as if an event at ``event_time`` had been seen."""
+        before = self.window.last_closed
+        self.window.advance(event_time)
+        return self.window.last_closed != before
+
+    def _observe_latency(self, latency_ms: NDArray[np.float64]) -> None:
+        seconds = latency_ms[np.isfinite(latency_ms) & (latency_ms >= 0)] / 1000.0
+        if seconds.size:
+            idx = np.searchsorted(LATENCY_BUCKETS, seconds, side="left")
+            self.latency_buckets += np.bincount(idx, minlength=self.latency_buckets.size)
+            self.latency_sum += float(seconds.sum())
+
+    def evaluate(self, now: float) -> ModelEvaluation:
+        """Drift, verdicts and quality of the live window, as an immutable snapshot."""
+        window = self.window.window
+        features = tuple(self._evaluate_feature(fs, window) for fs in self.layout.features)
+        prediction: tuple[DriftScore, ...] = ()
+        if self.layout.prediction is not None:
+            pslots = self.layout.prediction
+            numerical = pslots.profile.kind is FeatureKind.NUMERICAL
+            choice = self.policy.for_feature(pslots.profile.name, numerical)
+            prediction = _scores(pslots, window, choice.methods)
+        span = self.window.window_range()
+        return ModelEvaluation(
+            model=self.model,
+            evaluated_at=now,
+            watermark=self.window.watermark,
+            window_start=span[0] if span else None,
+            window_end=span[1] if span else None,
+            window_events=window.events,
+            min_events=self.policy.min_events,
+            features=features,
+            prediction=prediction,
+        )
+
+    def _evaluate_feature(self, fs: FeatureSlots, window: PaneCounts) -> FeatureEvaluation:
+        fp = fs.profile
+        numerical = fp.kind is FeatureKind.NUMERICAL
+        choice = self.policy.for_feature(fp.name, numerical)
+        scores = _scores(fs, window, choice.methods)
+        decision = next((s for s in scores if s.method == choice.method), None)
+        drifted = None
+        if decision is not None and window.events >= self.policy.min_events:
+            drifted = is_drifted(decision, choice.threshold)
+        n = window.events
+
+        def ratio(count: int) -> float:
+            return count / n if n else 0.0
+
+        new = 0
+        if not numerical:
+            new = int(window.counts[fs.start + fp.bins.n_value_bins - 1])
+        return FeatureEvaluation(
+            name=fp.name,
+            kind=fp.kind.value,
+            method=choice.method,
+            threshold=choice.threshold,
+            scores=scores,
+            drifted=drifted,
+            events=int(window.counts[fs.values].sum()),
+            missing_ratio=ratio(int(window.counts[fs.quality("missing")])),
+            type_mismatch_ratio=ratio(int(window.counts[fs.quality("type_mismatch")])),
+            nonfinite_ratio=ratio(int(window.counts[fs.quality("nonfinite")])),
+            out_of_range_ratio=ratio(int(window.counts[fs.quality("out_of_range")])),
+            new_category_ratio=ratio(new),
+        )
+
+
+def _scores(
+    fs: FeatureSlots, window: PaneCounts, methods: tuple[str, ...]
+) -> tuple[DriftScore, ...]:
+    """Every requested method on the window's value bins (no scores for an empty window)."""
+    fp = fs.profile
+    cur = window.counts[fs.values]
+    if cur.sum() == 0 or fp.counts.sum() == 0:
+        return ()
+    out = []
+    for method in methods:
+        if method in _FINE_METHODS and fp.kind is FeatureKind.NUMERICAL:
+            ref_points, cur_points = _points(fp, window.sums[fs.values], cur)
+            out.append(
+                compare(
+                    method,
+                    fp.counts,
+                    cur,
+                    ref_points=ref_points,
+                    cur_points=cur_points,
+                    ref_std=fp.std,
+                )
+            )
+        else:
+            starts = fp.bins.coarse_starts
+            out.append(
+                compare(method, np.add.reduceat(fp.counts, starts), np.add.reduceat(cur, starts))
+            )
+    return tuple(out)
+
+
+def _points(
+    fp: FeatureProfile, cur_sums: NDArray[np.float64], cur: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-bin mean value of the reference and of the window (bin centre when empty)."""
+    assert fp.kind is FeatureKind.NUMERICAL
+    centers = fp.bins.centers()  # type: ignore[union-attr]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref_points = np.where(fp.counts > 0, fp.sums / np.maximum(fp.counts, 1), centers)
+        cur_points = np.where(cur > 0, cur_sums / np.maximum(cur, 1), centers)
+    return ref_points, cur_points

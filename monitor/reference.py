@@ -1,0 +1,260 @@
+"""Reference profiles: the fixed bins and reference counts that every window is compared with.
+
+A profile is built once, from a file or from the first events of a model version, and
+written as versioned JSON (``driftline.reference/v1``) that ``reference.path`` accepts back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitor.binning import MISSING_CODE, CategoricalBins, NumericBins
+from monitor.exceptions import ReferenceError
+from monitor.schema import FeatureKind, FeatureSpec, infer_kind
+
+__all__ = [
+    "PREDICTION",
+    "PROFILE_FORMAT",
+    "BinningOptions",
+    "FeatureProfile",
+    "ReferenceProfile",
+    "build_profile",
+]
+
+PROFILE_FORMAT = "driftline.reference/v1"
+#: Name of the pseudo-feature holding the model output (score or class).
+PREDICTION = "prediction"
+#: Reference columns that are not input features.
+_NOT_FEATURES = frozenset({PREDICTION, "label", "event_id", "timestamp", "model_version"})
+
+
+@dataclass(frozen=True)
+class BinningOptions:
+    quantiles: int = 100
+    coarse_bins: int = 10
+    max_categories: int = 50
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    """Bins, reference counts per value bin and summary statistics of one feature."""
+
+    spec: FeatureSpec
+    bins: NumericBins | CategoricalBins
+    counts: NDArray[np.int64]
+    sums: NDArray[np.float64]  # per-bin sum of values (numerical); the bin's mean is a W1 point
+    missing: int
+    mean: float = float("nan")
+    std: float = float("nan")
+    minimum: float = float("nan")
+    maximum: float = float("nan")
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> FeatureKind:
+        return self.spec.kind
+
+    @property
+    def valid_range(self) -> tuple[float, float]:
+        """Configured bounds, else the reference's observed range."""
+        if self.spec.bounds is not None:
+            return self.spec.bounds
+        return (self.minimum, self.maximum)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "type": self.kind.value,
+            "bins": self.bins.to_dict(),
+            "counts": self.counts.tolist(),
+            "missing": self.missing,
+        }
+        if self.spec.bounds is not None:
+            data["bounds"] = list(self.spec.bounds)
+        if self.kind is FeatureKind.NUMERICAL:
+            data.update(
+                sums=self.sums.tolist(),
+                mean=self.mean,
+                std=self.std,
+                min=self.minimum,
+                max=self.maximum,
+            )
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureProfile:
+        try:
+            kind = FeatureKind(data["type"])
+            bounds = tuple(data["bounds"]) if data.get("bounds") is not None else None
+            spec = FeatureSpec(str(data["name"]), kind, bounds)  # type: ignore[arg-type]
+            counts = np.asarray(data["counts"], dtype=np.int64)
+            bins: NumericBins | CategoricalBins
+            if kind is FeatureKind.NUMERICAL:
+                bins = NumericBins.from_dict(data["bins"])
+                sums = np.asarray(data["sums"], dtype=np.float64)
+                stats = (data["mean"], data["std"], data["min"], data["max"])
+            else:
+                bins = CategoricalBins.from_dict(data["bins"])
+                sums = np.zeros(counts.size, dtype=np.float64)
+                stats = (float("nan"),) * 4
+            if counts.size != bins.n_value_bins or sums.size != counts.size:
+                raise ReferenceError(
+                    f"feature {spec.name!r}: {counts.size} counts for {bins.n_value_bins} bins"
+                )
+            return cls(spec, bins, counts, sums, int(data["missing"]), *map(float, stats))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReferenceError(f"invalid feature profile: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Everything driftline keeps of a model's reference data."""
+
+    model: str
+    n_events: int
+    features: tuple[FeatureProfile, ...]
+    prediction: FeatureProfile | None = None
+    model_version: str | None = None
+
+    def feature(self, name: str) -> FeatureProfile:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def specs(self) -> tuple[FeatureSpec, ...]:
+        return tuple(f.spec for f in self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PROFILE_FORMAT,
+            "model": self.model,
+            "model_version": self.model_version,
+            "n_events": self.n_events,
+            "features": [f.to_dict() for f in self.features],
+            "prediction": self.prediction.to_dict() if self.prediction else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
+        fmt = data.get("format") if isinstance(data, Mapping) else None
+        if fmt != PROFILE_FORMAT:
+            raise ReferenceError(
+                f"unsupported reference profile format {fmt!r}; this driftline reads "
+                f"{PROFILE_FORMAT!r} (rebuild it with `driftline reference build`)"
+            )
+        try:
+            features = tuple(FeatureProfile.from_dict(f) for f in data["features"])
+            pred = data.get("prediction")
+            return cls(
+                model=str(data["model"]),
+                n_events=int(data["n_events"]),
+                features=features,
+                prediction=FeatureProfile.from_dict(pred) if pred else None,
+                model_version=data.get("model_version"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReferenceError(f"invalid reference profile: {exc!r}") from exc
+
+
+def _profile_numeric(
+    spec: FeatureSpec, column: NDArray[Any], opts: BinningOptions
+) -> FeatureProfile:
+    values = _as_float(column, spec.name)
+    present = ~np.isnan(values)
+    finite = values[present & np.isfinite(values)]
+    if finite.size == 0:
+        raise ReferenceError(f"feature {spec.name!r} has no finite reference values")
+    bins = NumericBins.from_values(finite, opts.quantiles, opts.coarse_bins)
+    idx = bins.assign(finite)
+    counts = np.bincount(idx, minlength=bins.n_value_bins).astype(np.int64)
+    sums = np.bincount(idx, weights=finite, minlength=bins.n_value_bins)
+    return FeatureProfile(
+        spec,
+        bins,
+        counts,
+        sums,
+        missing=int((~present).sum()),
+        mean=float(finite.mean()),
+        std=float(finite.std()),
+        minimum=float(finite.min()),
+        maximum=float(finite.max()),
+    )
+
+
+def _profile_categorical(
+    spec: FeatureSpec, column: NDArray[Any], opts: BinningOptions
+) -> FeatureProfile:
+    values = np.array([None if v is None else str(v) for v in column.tolist()], dtype=object)
+    bins = CategoricalBins.from_values(values, opts.max_categories)
+    codes = bins.assign(values)
+    present = codes != MISSING_CODE
+    counts = np.bincount(codes[present], minlength=bins.n_value_bins).astype(np.int64)
+    return FeatureProfile(spec, bins, counts, np.zeros(counts.size), missing=int((~present).sum()))
+
+
+def _as_float(column: NDArray[Any], name: str) -> NDArray[np.float64]:
+    try:
+        return np.asarray(column, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ReferenceError(f"feature {name!r} is numerical but has non-numeric values") from exc
+
+
+def build_profile(
+    model: str,
+    columns: Mapping[str, NDArray[Any]],
+    specs: Sequence[FeatureSpec] | None = None,
+    options: BinningOptions | None = None,
+    *,
+    prediction_kind: FeatureKind | None = None,
+    model_version: str | None = None,
+) -> ReferenceProfile:
+    """Build a profile from reference columns (missing values as ``None`` or NaN).
+
+    ``specs`` fixes the features and their kinds; without it every column but
+    ``prediction``/``label`` is a feature and its kind is inferred. A ``prediction``
+    column, when present, becomes the reference of the model-output drift.
+
+    >>> cols = {"x": np.arange(1000.0), "c": np.array(["a", "b"] * 500, dtype=object)}
+    >>> p = build_profile("m", cols)
+    >>> [(f.name, f.kind.value, int(f.counts.sum())) for f in p.features]
+    [('x', 'numerical', 1000), ('c', 'categorical', 1000)]
+    """
+    opts = options or BinningOptions()
+    if not columns:
+        raise ReferenceError("the reference has no columns")
+    lengths = {len(c) for c in columns.values()}
+    if len(lengths) != 1:
+        raise ReferenceError("reference columns have different lengths")
+    (n,) = lengths
+    if n == 0:
+        raise ReferenceError("the reference has no rows")
+    if specs is None:
+        specs = [
+            FeatureSpec(name, infer_kind(np.asarray(col)))
+            for name, col in columns.items()
+            if name not in _NOT_FEATURES
+        ]
+    features = []
+    for spec in specs:
+        if spec.name not in columns:
+            raise ReferenceError(f"feature {spec.name!r} is not a column of the reference")
+        builder = _profile_numeric if spec.kind is FeatureKind.NUMERICAL else _profile_categorical
+        features.append(builder(spec, np.asarray(columns[spec.name]), opts))
+    prediction = None
+    if PREDICTION in columns:
+        column = np.asarray(columns[PREDICTION])
+        kind = prediction_kind or infer_kind(column)
+        pspec = FeatureSpec(PREDICTION, kind)
+        builder = _profile_numeric if kind is FeatureKind.NUMERICAL else _profile_categorical
+        prediction = builder(pspec, column, opts)
+    return ReferenceProfile(model, n, tuple(features), prediction, model_version)

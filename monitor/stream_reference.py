@@ -1,0 +1,87 @@
+"""A reference built from the live stream: the first N events of each model version."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from monitor.events import EventBatch
+from monitor.reference import PREDICTION, BinningOptions, ReferenceProfile, build_profile
+from monitor.schema import FeatureSpec
+
+__all__ = ["StreamReference"]
+
+
+class StreamReference:
+    """Collects the first ``events`` events of a model version, then builds its profile.
+
+    Memory is bounded by ``events`` rows. Events of other versions that arrive while a
+    version is being collected are not part of that reference.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        events: int,
+        specs: Sequence[FeatureSpec] | None = None,
+        options: BinningOptions | None = None,
+    ) -> None:
+        self.model = model
+        self.target = events
+        self.specs = specs
+        self.options = options or BinningOptions()
+        self.version: str | None = None
+        self._parts: list[EventBatch] = []
+        self._collected = 0
+        self.profiled_versions: set[str | None] = set()
+
+    @property
+    def collected(self) -> int:
+        return self._collected
+
+    def wants(self, batch: EventBatch) -> NDArray[np.bool_]:
+        """Which events of ``batch`` belong to the reference being collected."""
+        versions = batch.model_version
+        if self.version is None and self._collected == 0:
+            fresh = [v for v in dict.fromkeys(versions.tolist()) if v not in self.profiled_versions]
+            if not fresh:
+                return np.zeros(len(batch), dtype=bool)
+            self.version = fresh[0]
+        return np.asarray(versions == self.version, dtype=bool)
+
+    def add(self, batch: EventBatch) -> ReferenceProfile | None:
+        """Take the wanted events of ``batch``; return the profile once complete."""
+        room = self.target - self._collected
+        if room <= 0 or len(batch) == 0:
+            return None
+        if len(batch) > room:
+            keep = np.zeros(len(batch), dtype=bool)
+            keep[:room] = True
+            batch = batch.select(keep)
+        self._parts.append(batch)
+        self._collected += len(batch)
+        if self._collected < self.target:
+            return None
+        merged = _merge(self._parts)
+        columns: dict[str, NDArray[Any]] = {**merged.categorical, **merged.numerical}
+        if np.isfinite(merged.score).any():
+            columns[PREDICTION] = merged.score
+        elif any(v is not None for v in merged.label.tolist()):
+            columns[PREDICTION] = merged.label
+        profile = build_profile(
+            self.model, columns, self.specs, self.options, model_version=self.version
+        )
+        self.profiled_versions.add(self.version)
+        self.version, self._parts, self._collected = None, [], 0
+        return profile
+
+
+def _merge(parts: list[EventBatch]) -> EventBatch:
+    names = {k for p in parts for k in p.categorical}
+    for p in parts:  # a feature absent from one batch is missing there
+        for k in names - p.categorical.keys():
+            p.categorical[k] = np.full(len(p), None, dtype=object)
+    return EventBatch.concat(parts)

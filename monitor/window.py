@@ -1,0 +1,108 @@
+"""Event-time tumbling panes summed into a sliding window, with a watermark.
+
+Time is event time, in seconds. Pane ``i`` covers ``[i * pane, (i + 1) * pane)``. The
+watermark is the largest event time seen minus ``allowed_lateness``; a pane *closes* when
+the watermark reaches its end, and an event whose pane has closed is *late* (counted, not
+added). The live window is the sum of the last ``size_panes`` closed panes: a pane is added
+when it closes and subtracted when it falls out, so the window is never recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, Protocol, Self, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Mergeable", "PaneWindow"]
+
+
+class Mergeable(Protocol):
+    def __iadd__(self, other: Self) -> Self: ...
+    def __isub__(self, other: Self) -> Self: ...
+
+
+P = TypeVar("P", bound=Mergeable)
+
+
+class PaneWindow(Generic[P]):
+    """Open panes, closed panes still inside the window, and their running sum.
+
+    >>> from collections import Counter
+    >>> class Count:
+    ...     def __init__(self): self.n = 0
+    ...     def __iadd__(self, o): self.n += o.n; return self
+    ...     def __isub__(self, o): self.n -= o.n; return self
+    >>> w = PaneWindow(pane=10.0, size_panes=2, allowed_lateness=0.0, factory=Count)
+    >>> for t in (1.0, 12.0, 15.0, 25.0):
+    ...     w.pane(w.pane_index(t)).n += 1
+    ...     _ = w.advance(t)
+    >>> w.window.n, w.window_range()
+    (3, (0.0, 20.0))
+    >>> _ = w.advance(31.0); w.window.n, w.window_range()
+    (3, (10.0, 30.0))
+    """
+
+    def __init__(
+        self, pane: float, size_panes: int, allowed_lateness: float, factory: Callable[[], P]
+    ) -> None:
+        if pane <= 0 or size_panes < 1 or allowed_lateness < 0:
+            raise ValueError("pane > 0, size_panes >= 1 and allowed_lateness >= 0 are required")
+        self.pane_seconds = pane
+        self.size_panes = size_panes
+        self.allowed_lateness = allowed_lateness
+        self._factory = factory
+        self.watermark = -math.inf
+        self.open: dict[int, P] = {}
+        self.closed: deque[tuple[int, P]] = deque()
+        self.window: P = factory()
+        #: Index of the newest closed pane (``None`` before any pane closed).
+        self.last_closed: int | None = None
+
+    def pane_index(self, t: float) -> int:
+        return math.floor(t / self.pane_seconds)
+
+    def pane_indices(self, t: NDArray[np.float64]) -> NDArray[np.int64]:
+        return np.floor(t / self.pane_seconds).astype(np.int64)
+
+    def late_mask(self, panes: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """True for events whose pane already closed."""
+        return (panes + 1) * self.pane_seconds <= self.watermark
+
+    def pane(self, index: int) -> P:
+        """The open pane ``index``, created empty on first use."""
+        if (index + 1) * self.pane_seconds <= self.watermark:
+            raise ValueError(f"pane {index} is closed")
+        pane = self.open.get(index)
+        if pane is None:
+            pane = self.open[index] = self._factory()
+        return pane
+
+    def advance(self, max_event_time: float) -> list[int]:
+        """Move the watermark to ``max_event_time - allowed_lateness``; return closed panes."""
+        watermark = max_event_time - self.allowed_lateness
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        closing = sorted(i for i in self.open if (i + 1) * self.pane_seconds <= watermark)
+        for i in closing:
+            pane = self.open.pop(i)
+            self.window += pane
+            self.closed.append((i, pane))
+        newest = math.floor(watermark / self.pane_seconds) - 1
+        if self.last_closed is None or newest > self.last_closed:
+            self.last_closed = newest
+        while self.closed and self.closed[0][0] <= self.last_closed - self.size_panes:
+            _, expired = self.closed.popleft()
+            self.window -= expired
+        return closing
+
+    def window_range(self) -> tuple[float, float] | None:
+        """Event-time ``[start, end)`` of the live window, once a pane has closed."""
+        if self.last_closed is None:
+            return None
+        end = (self.last_closed + 1) * self.pane_seconds
+        return (end - self.size_panes * self.pane_seconds, end)
