@@ -108,12 +108,17 @@ class CountLayout:
         flat = np.concatenate(keys) if keys else np.empty(0, dtype=np.intp)
         total = n_panes * self.size
         counts = np.bincount(flat, minlength=total).astype(np.int64).reshape(n_panes, self.size)
+        sums: NDArray[np.float64]
         if sum_keys:
-            sums = np.bincount(
-                np.concatenate(sum_keys), weights=np.concatenate(sum_weights), minlength=total
-            ).reshape(n_panes, self.size)
+            sums = (
+                np.bincount(
+                    np.concatenate(sum_keys), weights=np.concatenate(sum_weights), minlength=total
+                )
+                .reshape(n_panes, self.size)
+                .astype(np.float64)
+            )
         else:
-            sums = np.zeros((n_panes, self.size))
+            sums = np.zeros((n_panes, self.size), dtype=np.float64)
         return counts, sums
 
 

@@ -93,8 +93,11 @@ class FeatureProfile:
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureProfile:
         try:
             kind = FeatureKind(data["type"])
-            bounds = tuple(data["bounds"]) if data.get("bounds") is not None else None
-            spec = FeatureSpec(str(data["name"]), kind, bounds)  # type: ignore[arg-type]
+            bounds = None
+            if data.get("bounds") is not None:
+                lo, hi = data["bounds"]
+                bounds = (float(lo), float(hi))
+            spec = FeatureSpec(str(data["name"]), kind, bounds)
             counts = np.asarray(data["counts"], dtype=np.int64)
             bins: NumericBins | CategoricalBins
             if kind is FeatureKind.NUMERICAL:
@@ -177,7 +180,7 @@ def _profile_numeric(
     bins = NumericBins.from_values(finite, opts.quantiles, opts.coarse_bins)
     idx = bins.assign(finite)
     counts = np.bincount(idx, minlength=bins.n_value_bins).astype(np.int64)
-    sums = np.bincount(idx, weights=finite, minlength=bins.n_value_bins)
+    sums = np.bincount(idx, weights=finite, minlength=bins.n_value_bins).astype(np.float64)
     return FeatureProfile(
         spec,
         bins,
@@ -199,7 +202,9 @@ def _profile_categorical(
     codes = bins.assign(values)
     present = codes != MISSING_CODE
     counts = np.bincount(codes[present], minlength=bins.n_value_bins).astype(np.int64)
-    return FeatureProfile(spec, bins, counts, np.zeros(counts.size), missing=int((~present).sum()))
+    return FeatureProfile(
+        spec, bins, counts, np.zeros(counts.size, dtype=np.float64), missing=int((~present).sum())
+    )
 
 
 def _as_float(column: NDArray[Any], name: str) -> NDArray[np.float64]:

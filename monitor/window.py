@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,8 +21,10 @@ __all__ = ["Mergeable", "PaneWindow"]
 
 
 class Mergeable(Protocol):
-    def __iadd__(self, other: Self) -> Self: ...
-    def __isub__(self, other: Self) -> Self: ...
+    """A pane value: panes are merged in place and expired by subtraction."""
+
+    def __iadd__(self, other: Any, /) -> Any: ...
+    def __isub__(self, other: Any, /) -> Any: ...
 
 
 P = TypeVar("P", bound=Mergeable)
@@ -90,14 +92,14 @@ class PaneWindow(Generic[P]):
         closing = sorted(i for i in self.open if (i + 1) * self.pane_seconds <= watermark)
         for i in closing:
             pane = self.open.pop(i)
-            self.window += pane
+            self.window = self.window.__iadd__(pane)
             self.closed.append((i, pane))
         newest = math.floor(watermark / self.pane_seconds) - 1
         if self.last_closed is None or newest > self.last_closed:
             self.last_closed = newest
         while self.closed and self.closed[0][0] <= self.last_closed - self.size_panes:
             _, expired = self.closed.popleft()
-            self.window -= expired
+            self.window = self.window.__isub__(expired)
         return closing
 
     def window_range(self) -> tuple[float, float] | None:
