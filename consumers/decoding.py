@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -67,7 +67,8 @@ class _Prediction(msgspec.Struct, gc=False):
     probabilities: dict[str, float] | None = None
 
 
-_Timestamp = datetime | float | None
+# Offset required: a bare local time takes the lenient path, which reads it as UTC.
+_Timestamp = Annotated[datetime, msgspec.Meta(tz=True)] | float | None
 _PredictionValue = int | float | str | _Prediction | None
 
 
@@ -124,6 +125,19 @@ class _Rows:
     features: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[int, int, int]] = field(default_factory=list)  # (row, feature, flag)
 
+    def add_typed(self, events: list[Any], record_times: Sequence[float]) -> None:
+        """Append typed events: one comprehension per field, no loop per feature."""
+        self.event_id.extend([e.event_id for e in events])
+        self.version.extend([e.model_version for e in events])
+        stamps = [e.timestamp for e in events]
+        try:  # the common case: every event has an RFC 3339 timestamp
+            self.time.extend(map(datetime.timestamp, stamps))
+        except TypeError:
+            self.time.extend(map(_epoch, stamps, record_times))
+        self.prediction.extend([e.prediction for e in events])
+        self.latency.extend([e.latency_ms for e in events])
+        self.features.extend(map(msgspec.structs.astuple, [e.features for e in events]))
+
 
 class BatchDecoder:
     """Decodes record values of the predictions topic into per-model batches."""
@@ -158,33 +172,55 @@ class BatchDecoder:
         out = DecodedBatch()
         rows: dict[str, _Rows] = {}
         raw_rows: dict[str, list[tuple[Any, ...]]] = {}
-        last = self._last
-        for i, value in enumerate(values):
-            if last is not None and value is not None and len(value) <= self.max_record_bytes:
-                try:
-                    ev = last.decoder.decode(value)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    ev = None
-                if ev is not None and ev.model == last.model:
-                    r = rows.get(last.model) or rows.setdefault(last.model, _Rows())
-                    r.event_id.append(ev.event_id)
-                    r.version.append(ev.model_version)
-                    r.time.append(_epoch(ev.timestamp, record_times[i]))
-                    r.prediction.append(ev.prediction)
-                    r.latency.append(ev.latency_ms)
-                    r.features.append(msgspec.structs.astuple(ev.features))
-                    continue
-            codec = self._lenient(i, value, record_times[i], out, rows, raw_rows)
+        codec = self._last
+        i, n = 0, len(values)
+        while i < n:
             if codec is not None:
-                last = codec
-        self._last = last
+                i = self._fast(codec, values, record_times, i, rows)
+                if i >= n:
+                    break
+            found = self._lenient(i, values[i], record_times[i], out, rows, raw_rows)
+            codec = found or codec
+            i += 1
+        self._last = codec
         for model, r in rows.items():
-            codec = self._codecs[model]
-            assert codec is not None
-            out.batches[model] = _columns(model, codec, r)
+            model_codec = self._codecs[model]
+            assert model_codec is not None
+            out.batches[model] = _columns(model, model_codec, r)
         for model, raw in raw_rows.items():
             out.batches[model] = _raw_columns(model, raw)
         return out
+
+    def _fast(
+        self,
+        codec: _ModelCodec,
+        values: Sequence[bytes | None],
+        record_times: Sequence[float],
+        start: int,
+        rows: dict[str, _Rows],
+    ) -> int:
+        """Decode from ``start`` with ``codec`` until a record does not fit; return its index."""
+        decode = codec.decoder.decode
+        model = codec.model
+        limit = self.max_record_bytes
+        events: list[Any] = []
+        append = events.append
+        i = start
+        for value in values[start:]:
+            if value is None or len(value) > limit:
+                break
+            try:
+                ev = decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                break
+            if ev.model != model:
+                break
+            append(ev)
+            i += 1
+        if events:
+            r = rows.get(model) or rows.setdefault(model, _Rows())
+            r.add_typed(events, record_times[start:i])
+        return i
 
     def _lenient(
         self,
