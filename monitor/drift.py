@@ -1,0 +1,307 @@
+"""Drift statistics on count vectors: how far the live window has moved from the reference.
+
+Every statistic takes two *count vectors* of the same length, one count per ordered bin of
+the reference (index 0 may be an underflow bin and the last an overflow bin). Bins never
+depend on the live window, so the reference is binned once and each window is just counts.
+
+Epsilon rule (the only one, shared by every distance): ``psi``, ``kl`` and the other
+distances are infinite or undefined when a bin is empty on one side, so each count vector
+is turned into proportions ``p = counts / counts.sum()``, floored at ``EPSILON`` (1e-4, the
+floor Evidently uses) and renormalised, ``p = max(p, EPSILON); p /= p.sum()``. Flooring
+then renormalising keeps a proper probability distribution, so identical inputs still give
+exactly 0 and symmetric distances stay symmetric. See :func:`smoothed_proportions`.
+
+The two tests (``ks``, ``chisquare``) and ``wasserstein`` work on the raw counts: they are
+finite on empty bins, and smoothing would bias their statistics.
+
+>>> ref = [10, 40, 40, 10]
+>>> compare("psi", ref, ref)
+DriftScore(method='psi', score=0.0, pvalue=None)
+>>> is_drifted(compare("jensenshannon", ref, [40, 40, 10, 10]), threshold=0.1)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+__all__ = [
+    "DISTANCES",
+    "EPSILON",
+    "METHODS",
+    "TESTS",
+    "DriftScore",
+    "chisquare",
+    "compare",
+    "hellinger",
+    "is_drifted",
+    "jensenshannon",
+    "kl",
+    "ks",
+    "psi",
+    "smoothed_proportions",
+    "wasserstein",
+]
+
+EPSILON: float = 1e-4
+"""Floor on every proportion before a distance is taken (see the module docstring)."""
+
+DISTANCES: tuple[str, ...] = ("psi", "kl", "jensenshannon", "hellinger", "wasserstein")
+TESTS: tuple[str, ...] = ("ks", "chisquare")
+METHODS: tuple[str, ...] = DISTANCES + TESTS
+
+
+@dataclass(frozen=True)
+class DriftScore:
+    """One method's verdict material: a distance, or a test statistic with its p-value.
+
+    ``score`` is the distance for :data:`DISTANCES` and the test statistic for
+    :data:`TESTS`; ``pvalue`` is ``None`` for distances.
+    """
+
+    method: str
+    score: float
+    pvalue: float | None
+
+
+def _counts(counts: ArrayLike, name: str) -> NDArray[np.float64]:
+    """``counts`` as a 1-D float vector of non-negative finite counts with a positive sum."""
+    arr = np.asarray(counts, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D count vector, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name} must hold finite non-negative counts")
+    if arr.sum() <= 0:
+        raise ValueError(f"{name} is empty (its counts sum to 0)")
+    return arr
+
+
+def _pair(ref: ArrayLike, cur: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    r, c = _counts(ref, "ref"), _counts(cur, "cur")
+    if r.shape != c.shape:
+        raise ValueError(f"ref and cur must have the same bins, got {r.size} and {c.size}")
+    return r, c
+
+
+def smoothed_proportions(counts: NDArray[np.float64] | NDArray[np.int64]) -> NDArray[np.float64]:
+    """Proportions floored at :data:`EPSILON` and renormalised: the one epsilon rule.
+
+    >>> p = smoothed_proportions(np.array([0, 1, 3]))
+    >>> p.round(4).tolist()
+    [0.0001, 0.25, 0.7499]
+    >>> float(p.sum()), bool(p[0] < EPSILON)  # renormalising moves the floor a little
+    (1.0, True)
+    """
+    arr = _counts(counts, "counts")
+    p = np.maximum(arr / arr.sum(), EPSILON)
+    out: NDArray[np.float64] = p / p.sum()
+    return out
+
+
+def _smoothed_pair(
+    ref: ArrayLike, cur: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    r, c = _pair(ref, cur)
+    return smoothed_proportions(r), smoothed_proportions(c)
+
+
+def psi(ref: ArrayLike, cur: ArrayLike) -> float:
+    """Population stability index ``sum((q - p) * ln(q / p))``, p = ref, q = cur, smoothed.
+
+    >>> round(psi([50, 50], [90, 10]), 6)
+    0.87889
+    """
+    p, q = _smoothed_pair(ref, cur)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def kl(ref: ArrayLike, cur: ArrayLike) -> float:
+    """Kullback-Leibler divergence ``KL(cur || ref) = sum(q * ln(q / p))`` in nats, smoothed.
+
+    >>> round(kl([50, 50], [90, 10]), 6)
+    0.368064
+    """
+    p, q = _smoothed_pair(ref, cur)
+    return float(np.sum(q * np.log(q / p)))
+
+
+def jensenshannon(ref: ArrayLike, cur: ArrayLike) -> float:
+    """Jensen-Shannon *distance* in base 2 (0..1), on smoothed proportions.
+
+    ``sqrt((KL(p || m) + KL(q || m)) / 2 / ln 2)`` with ``m = (p + q) / 2``, the same
+    value as ``scipy.spatial.distance.jensenshannon(p, q, base=2)``.
+
+    >>> round(jensenshannon([50, 50], [90, 10]), 6)
+    0.383136
+    >>> jensenshannon([1, 0], [0, 1]) > 0.99
+    True
+    """
+    p, q = _smoothed_pair(ref, cur)
+    m = (p + q) / 2
+    divergence = (np.sum(p * np.log(p / m)) + np.sum(q * np.log(q / m))) / (2 * math.log(2))
+    # Rounding can push a near-zero divergence just below 0.
+    return math.sqrt(max(float(divergence), 0.0))
+
+
+def hellinger(ref: ArrayLike, cur: ArrayLike) -> float:
+    """Hellinger distance ``sqrt(0.5 * sum((sqrt(p) - sqrt(q)) ** 2))`` (0..1), smoothed.
+
+    >>> round(hellinger([50, 50], [90, 10]), 6)
+    0.32492
+    """
+    p, q = _smoothed_pair(ref, cur)
+    return math.sqrt(0.5 * float(np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
+
+
+def _support(
+    counts: NDArray[np.float64], points: ArrayLike, name: str
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Locations and probability masses of the non-empty bins."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != counts.shape:
+        raise ValueError(f"{name} must have one point per bin, got {pts.size} for {counts.size}")
+    filled = counts > 0
+    located = pts[filled]
+    if not np.all(np.isfinite(located)):
+        raise ValueError(f"{name} must be finite wherever the bin is not empty")
+    mass = counts[filled]
+    return located, mass / mass.sum()
+
+
+def wasserstein(
+    ref: ArrayLike,
+    cur: ArrayLike,
+    ref_points: ArrayLike,
+    cur_points: ArrayLike,
+    ref_std: float,
+) -> float:
+    """Wasserstein-1 distance between the binned distributions, divided by ``ref_std``.
+
+    Reference mass ``ref[i]`` sits at ``ref_points[i]`` and window mass ``cur[i]`` at
+    ``cur_points[i]`` (each bin's mean value); points of empty bins are ignored. The
+    distance is ``integral |F_ref(x) - F_cur(x)| dx`` over the union of support points.
+    Dividing by the reference standard deviation (as Evidently does) makes it unit-free;
+    when ``ref_std`` is not a positive finite number the raw distance is returned.
+
+    >>> wasserstein([1, 1], [1, 1], [0.0, 1.0], [1.0, 2.0], ref_std=0.5)
+    2.0
+    >>> wasserstein([1, 0], [0, 1], [0.0, float("nan")], [9.0, 3.0], ref_std=0.0)
+    3.0
+    """
+    r, c = _pair(ref, cur)
+    r_at, r_mass = _support(r, ref_points, "ref_points")
+    c_at, c_mass = _support(c, cur_points, "cur_points")
+    at = np.concatenate([r_at, c_at])
+    order = np.argsort(at, kind="stable")
+    # Each CDF is a step function that only moves at its own support points.
+    r_cdf = np.cumsum(np.concatenate([r_mass, np.zeros_like(c_mass)])[order])
+    c_cdf = np.cumsum(np.concatenate([np.zeros_like(r_mass), c_mass])[order])
+    distance = float(np.sum(np.abs(r_cdf - c_cdf)[:-1] * np.diff(at[order])))
+    if math.isfinite(ref_std) and ref_std > 0:
+        return distance / ref_std
+    return distance
+
+
+def ks(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
+    """Binned two-sample Kolmogorov-Smirnov test: statistic ``D`` and p-value.
+
+    ``D = max |F_ref - F_cur|`` over bin boundaries, from unsmoothed cumulative
+    proportions; this equals ``scipy.stats.ks_2samp`` on the samples' bin indices. The
+    p-value is scipy's asymptotic two-sided one (``ks_2samp(method="asymp")``):
+    ``kstwo.sf(D, round(n * m / (n + m)))`` with ``n = ref.sum()``, ``m = cur.sum()``. The
+    one deviation: when both sides hold a single event that effective size rounds to 0
+    (scipy returns NaN), so it is floored at 1.
+
+    >>> ks([10, 10, 10], [10, 10, 10])
+    (0.0, 1.0)
+    >>> d, p = ks([100, 0], [0, 100])
+    >>> d, p < 1e-50
+    (1.0, True)
+    """
+    r, c = _pair(ref, cur)
+    n, m = float(r.sum()), float(c.sum())
+    d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
+    big, small = max(n, m), min(n, m)
+    effective = max(float(np.round(big * small / (big + small))), 1.0)
+    pvalue = float(np.clip(stats.kstwo.sf(d, effective), 0.0, 1.0))
+    return d, pvalue
+
+
+def chisquare(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
+    """Chi-square test of homogeneity on the 2 x k table (ref, cur): statistic and p-value.
+
+    Bins empty on both sides are dropped, there is no Yates correction, and the p-value
+    is ``chi2.sf(statistic, k - 1)`` for the k remaining bins; with fewer than 2 bins left
+    there is nothing to compare and the result is ``(0.0, 1.0)``.
+
+    >>> chisquare([10, 20, 0], [10, 20, 0])
+    (0.0, 1.0)
+    >>> stat, p = chisquare([30, 10], [10, 30])
+    >>> round(stat, 6), round(p, 6)
+    (20.0, 8e-06)
+    """
+    r, c = _pair(ref, cur)
+    observed = np.stack([r, c])[:, (r + c) > 0]
+    bins = observed.shape[1]
+    if bins < 2:
+        return 0.0, 1.0
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    return statistic, float(stats.chi2.sf(statistic, bins - 1))
+
+
+def compare(
+    method: str,
+    ref: ArrayLike,
+    cur: ArrayLike,
+    *,
+    ref_points: ArrayLike | None = None,
+    cur_points: ArrayLike | None = None,
+    ref_std: float = 1.0,
+) -> DriftScore:
+    """Score ``cur`` against ``ref`` with one of :data:`METHODS`.
+
+    ``wasserstein`` needs ``ref_points`` and ``cur_points``; the other methods ignore
+    them. An empty ``ref`` or ``cur`` (sum 0) raises ``ValueError``.
+
+    >>> compare("chisquare", [10, 20], [10, 20])
+    DriftScore(method='chisquare', score=0.0, pvalue=1.0)
+    >>> compare("wasserstein", [1], [1])
+    Traceback (most recent call last):
+    ...
+    ValueError: wasserstein needs ref_points and cur_points
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown drift method {method!r}; expected one of {METHODS}")
+    if method == "wasserstein":
+        if ref_points is None or cur_points is None:
+            raise ValueError("wasserstein needs ref_points and cur_points")
+        return DriftScore(method, wasserstein(ref, cur, ref_points, cur_points, ref_std), None)
+    if method == "ks":
+        return DriftScore(method, *ks(ref, cur))
+    if method == "chisquare":
+        return DriftScore(method, *chisquare(ref, cur))
+    distance = {"psi": psi, "kl": kl, "jensenshannon": jensenshannon, "hellinger": hellinger}
+    return DriftScore(method, distance[method](ref, cur), None)
+
+
+def is_drifted(score: DriftScore, threshold: float) -> bool:
+    """A distance drifts when ``score >= threshold``; a test when ``pvalue < threshold``.
+
+    >>> is_drifted(DriftScore("psi", 0.2, None), threshold=0.2)
+    True
+    >>> is_drifted(DriftScore("ks", 0.3, 0.05), threshold=0.05)
+    False
+    """
+    if score.method in TESTS:
+        if score.pvalue is None:
+            raise ValueError(f"{score.method} is a test and needs a p-value")
+        return score.pvalue < threshold
+    if score.method in DISTANCES:
+        return score.score >= threshold
+    raise ValueError(f"unknown drift method {score.method!r}; expected one of {METHODS}")
