@@ -134,7 +134,9 @@ def test_unusable_records_get_a_reason(value, reason):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -147,7 +149,9 @@ json_values = st.recursive(
             json_values.map(lambda v: json.dumps(v).encode()),
             st.builds(
                 lambda f, p, t: enc(event(0, features=f, prediction=p, timestamp=t)),
-                st.dictionaries(st.sampled_from(["amount", "user-age", "country", "x"]), json_values),
+                st.dictionaries(
+                    st.sampled_from(["amount", "user-age", "country", "x"]), json_values
+                ),
                 json_values,
                 json_values,
             ),
@@ -172,7 +176,14 @@ def test_fast_path_matches_lenient_path():
     for i in range(200):
         values.append(
             msgspec.json.encode(
-                event(i, features={"amount": float(rng.normal()), "user-age": int(rng.integers(18, 90)), "country": str(rng.choice(["FR", "DE"]))})
+                event(
+                    i,
+                    features={
+                        "amount": float(rng.normal()),
+                        "user-age": int(rng.integers(18, 90)),
+                        "country": str(rng.choice(["FR", "DE"])),
+                    },
+                )
             )
         )
     fast = BatchDecoder(SPECS).decode(values, [0.0] * 200).batches["fraud"]

@@ -79,9 +79,12 @@ def test_categorical_scores_use_the_window_counts():
     m.ingest(batch(rng.uniform(0, 100, 3000), rng.normal(size=3000), cur_c))
     close(m)
     f = m.evaluate(1.0).features[1]
-    assert f.method == "jensenshannon" and f.drifted is True
+    assert f.method == "jensenshannon"
+    assert f.drifted is True
     ref_counts = [int((ref_c == k).sum()) for k in ("a", "b", "c", "d")] + [0]
-    cur_counts = [int((cur_c == k).sum()) for k in ("a", "b", "c", "d")] + [int((cur_c == "zz").sum())]
+    cur_counts = [int((cur_c == k).sum()) for k in ("a", "b", "c", "d")] + [
+        int((cur_c == "zz").sum())
+    ]
     assert f.decision.score == pytest.approx(jensenshannon(ref_counts, cur_counts), abs=1e-12)
     assert f.new_category_ratio == pytest.approx((cur_c == "zz").mean())
     table = np.array([ref_counts, cur_counts])
@@ -116,17 +119,17 @@ def test_quality_ratios_equal_numpy():
 
 def test_min_events_gates_verdicts_and_overrides_apply():
     rng = np.random.default_rng(1)
-    policy = DriftPolicy(
-        min_events=500, overrides={"x": MethodChoice("psi", 0.2, ("ks",))}
-    )
+    policy = DriftPolicy(min_events=500, overrides={"x": MethodChoice("psi", 0.2, ("ks",))})
     m = monitor_for(rng.normal(size=2000), rng.choice(CATS, 2000), policy=policy)
     m.ingest(batch(rng.uniform(0, 100, 499), rng.normal(3, 1, 499)))
     close(m)
     ev = m.evaluate(1.0)
     fx = ev.features[0]
-    assert fx.method == "psi" and fx.threshold == 0.2
+    assert fx.method == "psi"
+    assert fx.threshold == 0.2
     assert [s.method for s in fx.scores] == ["psi", "ks"]
-    assert fx.drifted is None and ev.drifted_features_ratio is None
+    assert fx.drifted is None
+    assert ev.drifted_features_ratio is None
     assert fx.decision.score > 0.2  # a verdict would have said drift
 
 
@@ -134,7 +137,14 @@ def test_prediction_drift_and_latency_histogram():
     rng = np.random.default_rng(2)
     m = monitor_for(rng.normal(size=2000), rng.choice(CATS, 2000), ref_score=rng.beta(2, 5, 2000))
     lat = rng.gamma(2.0, 5.0, 1000)
-    m.ingest(batch(rng.uniform(0, 100, 1000), rng.normal(size=1000), score=rng.beta(5, 2, 1000), latency=lat))
+    m.ingest(
+        batch(
+            rng.uniform(0, 100, 1000),
+            rng.normal(size=1000),
+            score=rng.beta(5, 2, 1000),
+            latency=lat,
+        )
+    )
     close(m)
     ev = m.evaluate(1.0)
     methods = {s.method: s.score for s in ev.prediction}

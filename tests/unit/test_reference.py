@@ -64,7 +64,8 @@ def test_every_file_format_gives_the_same_profile(tmp_path, suffix):
         assert got.missing == want.missing
     assert profile.feature("age").missing == len(df[::50])
     assert profile.feature("country").missing == df["country"].isna().sum()
-    assert profile.prediction is not None and profile.prediction.kind is FeatureKind.NUMERICAL
+    assert profile.prediction is not None
+    assert profile.prediction.kind is FeatureKind.NUMERICAL
 
 
 @settings(max_examples=40, deadline=None)
@@ -77,10 +78,12 @@ def test_numeric_bins_hold_every_reference_value_inside(values, quantiles):
     p = build_profile("m", {"x": x}, options=BinningOptions(quantiles, 10, 5))
     f = p.feature("x")
     assert f.counts.sum() == x.size
-    assert f.counts[0] == 0 and f.counts[-1] == 0  # min and max are interior
+    assert f.counts[0] == 0
+    assert f.counts[-1] == 0
     assert f.bins.coarse_starts[0] == 0
     np.testing.assert_allclose(f.sums.sum(), x.sum(), rtol=1e-9, atol=1e-6)
-    assert f.minimum == x.min() and f.maximum == x.max()
+    assert f.minimum == x.min()
+    assert f.maximum == x.max()
 
 
 def test_top_k_other_and_new():
@@ -115,12 +118,16 @@ def test_json_round_trip_and_version_check(tmp_path):
 
 def test_bad_reference_inputs(tmp_path):
     with pytest.raises(ReferenceError, match="no finite"):
-        build_profile("m", {"x": np.array([np.nan, np.nan])}, [FeatureSpec("x", FeatureKind.NUMERICAL)])
+        build_profile(
+            "m", {"x": np.array([np.nan, np.nan])}, [FeatureSpec("x", FeatureKind.NUMERICAL)]
+        )
     with pytest.raises(ReferenceError, match="not a column"):
         build_profile("m", {"x": np.arange(3.0)}, [FeatureSpec("y", FeatureKind.NUMERICAL)])
     with pytest.raises(ReferenceError, match="non-numeric"):
         build_profile(
-            "m", {"x": np.array(["a", "b"], dtype=object)}, [FeatureSpec("x", FeatureKind.NUMERICAL)]
+            "m",
+            {"x": np.array(["a", "b"], dtype=object)},
+            [FeatureSpec("x", FeatureKind.NUMERICAL)],
         )
     with pytest.raises(ReferenceError, match="unsupported reference file type"):
         read_columns(tmp_path / "ref.xlsx")
