@@ -1,0 +1,13 @@
+"""One root for every error the Kafka edge raises."""
+
+from __future__ import annotations
+
+__all__ = ["BrokerError", "ConsumersError"]
+
+
+class ConsumersError(Exception):
+    """Root of every error raised by :mod:`consumers`."""
+
+
+class BrokerError(ConsumersError):
+    """The embedded broker cannot be found, started or reached."""
