@@ -26,7 +26,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from consumers.decoding import DecodedBatch
+from consumers.decoding import DecodedBatch, Invalid
 from consumers.service import Service
 from monitor.config import KafkaSettings
 
@@ -115,18 +115,16 @@ class ConsumerLoop:
                 self.service.kafka_connected = bool(consumer.bootstrap_connected())
                 if not polled:
                     continue
-                records = [r for tp in sorted(polled, key=_tp_key) for r in polled[tp]]
-                values = [r.value for r in records]
-                times = [r.timestamp / 1000.0 for r in records]
-                decoded = self.service.decoder.decode(values, times)
                 try:
-                    self._dead_letter(producer, records, decoded)
+                    decoded = self._dead_letter_all(producer, polled)
                 except KafkaError as exc:
                     log.error(
-                        "dead-letter topic %s not writable (%s); retrying batch in %.1fs",
-                        self.kafka.dead_letter_topic,
-                        exc,
-                        backoff,
+                        "dead-letter topic not writable; retrying the batch",
+                        extra={
+                            "topic": self.kafka.dead_letter_topic,
+                            "error": str(exc),
+                            "backoff_s": backoff,
+                        },
                     )
                     for tp, recs in polled.items():
                         consumer.seek(tp, recs[0].offset)
@@ -134,7 +132,9 @@ class ConsumerLoop:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 0.5
-                self.service.handle(decoded, self.clock())
+                now = self.clock()
+                for tp, batch in decoded:
+                    self.service.handle(batch, now, tp.partition)
                 consumer.commit()
                 self.batches += 1
         finally:
@@ -145,34 +145,43 @@ class ConsumerLoop:
                 consumer.close(autocommit=False)
             self.stopped.set()
 
-    def _dead_letter(self, producer: Any, records: list[Any], decoded: DecodedBatch) -> None:
-        if not decoded.invalid:
-            return
-        futures = []
-        for inv in decoded.invalid:
-            record = records[inv.index]
-            log.warning(
-                "dead-lettered record",
-                extra={
-                    "model": inv.model,
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "reason": inv.reason,
-                    "detail": inv.message,
-                },
+    def _dead_letter_all(
+        self, producer: Any, polled: Mapping[TopicPartition, list[Any]]
+    ) -> list[tuple[TopicPartition, DecodedBatch]]:
+        """Decode each partition's records; dead-letter the unusable ones, durably."""
+        decoded, futures = [], []
+        for tp in sorted(polled, key=_tp_key):
+            records = polled[tp]
+            batch = self.service.decoder.decode(
+                [r.value for r in records], [r.timestamp / 1000.0 for r in records]
             )
-            futures.append(
-                producer.send(
-                    self.kafka.dead_letter_topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=dead_letter_headers(record, inv.reason, inv.message, inv.model),
-                )
-            )
-        producer.flush(timeout=30)
-        for f in futures:
-            f.get(timeout=30)  # raises the KafkaError of a failed send
+            decoded.append((tp, batch))
+            for inv in batch.invalid:
+                futures.append(self._send_dead_letter(producer, records[inv.index], inv))
+        if futures:
+            producer.flush(timeout=30)
+            for f in futures:
+                f.get(timeout=30)  # raises the KafkaError of a failed send
+        return decoded
+
+    def _send_dead_letter(self, producer: Any, record: Any, inv: Invalid) -> Any:
+        log.warning(
+            "dead-lettered record",
+            extra={
+                "model": inv.model,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": inv.reason,
+                "detail": inv.message,
+            },
+        )
+        return producer.send(
+            self.kafka.dead_letter_topic,
+            key=record.key,
+            value=record.value,
+            headers=dead_letter_headers(record, inv.reason, inv.message, inv.model),
+        )
 
 
 def _tp_key(tp: TopicPartition) -> tuple[str, int]:

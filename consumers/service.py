@@ -17,6 +17,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from consumers.decoding import BatchDecoder, DecodedBatch
@@ -24,7 +25,8 @@ from consumers.exporter import DriftlineCollector, ModelCounters, StateSnapshot
 from consumers.reference_files import read_columns, read_profile
 from monitor.config import DriftlineConfig, ModelSettings
 from monitor.evaluation import DriftPolicy, MethodChoice, ModelEvaluation
-from monitor.model_state import ModelMonitor, WindowSpec
+from monitor.events import EventBatch
+from monitor.model_state import LATENCY_BUCKETS, ModelMonitor, WindowSpec
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
 from monitor.stream_reference import StreamReference
@@ -46,8 +48,7 @@ def specs_of(settings: ModelSettings) -> list[FeatureSpec] | None:
     if not settings.features:
         return None
     return [
-        FeatureSpec(name, FeatureKind(f.type), tuple(f.bounds) if f.bounds else None)
-        for name, f in settings.features.items()
+        FeatureSpec(name, FeatureKind(f.type), f.bounds) for name, f in settings.features.items()
     ]
 
 
@@ -101,12 +102,41 @@ def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> Ref
 
 @dataclass
 class _Model:
+    """One configured model: its reference and one monitor per input partition.
+
+    Partitions keep separate windows so that a partition can be handed to another
+    instance with exactly its own state; evaluation adds the windows up.
+    """
+
     settings: ModelSettings
-    monitor: ModelMonitor | None = None
+    policy: DriftPolicy
+    profile: ReferenceProfile | None = None
     stream_reference: StreamReference | None = None
+    monitors: dict[int, ModelMonitor] = field(default_factory=dict)
     evaluation: ModelEvaluation | None = None
     predictions: int = 0  # valid events, including those taken for a stream reference
     extra_features: Counter[str] = field(default_factory=Counter)
+
+    def monitor(self, partition: int, windows: WindowSpec) -> ModelMonitor | None:
+        if self.profile is None:
+            return None
+        m = self.monitors.get(partition)
+        if m is None:
+            m = self.monitors[partition] = ModelMonitor(self.profile, windows, self.policy)
+        return m
+
+    def evaluate(self, now: float) -> None:
+        if self.monitors:
+            monitors = [self.monitors[p] for p in sorted(self.monitors)]
+            self.evaluation = ModelMonitor.evaluate_merged(monitors, now)
+
+    @property
+    def late(self) -> int:
+        return sum(m.late_total for m in self.monitors.values())
+
+    @property
+    def window_events(self) -> int:
+        return sum(m.window.window.events for m in self.monitors.values())
 
 
 class Service:
@@ -122,11 +152,10 @@ class Service:
         self._models: dict[str, _Model] = {}
         schemas: dict[str, Sequence[FeatureSpec] | None] = {}
         for ms in config.models:
-            model = _Model(ms)
+            model = _Model(ms, policy_of(ms))
             if ms.reference.path is not None:
-                profile = load_reference(ms, base_dir)
-                model.monitor = ModelMonitor(profile, self.windows, policy_of(ms))
-                schemas[ms.name] = profile.specs
+                model.profile = load_reference(ms, base_dir)
+                schemas[ms.name] = model.profile.specs
             else:
                 assert ms.reference.from_stream is not None
                 model.stream_reference = StreamReference(
@@ -143,8 +172,8 @@ class Service:
 
     # -- feeding ---------------------------------------------------------------------------
 
-    def handle(self, decoded: DecodedBatch, now: float) -> list[str]:
-        """Count a decoded batch; return the models whose window was re-evaluated."""
+    def handle(self, decoded: DecodedBatch, now: float, partition: int = 0) -> list[str]:
+        """Count a decoded batch of one partition; return the models re-evaluated."""
         evaluated = []
         with self._lock:
             for inv in decoded.invalid:
@@ -156,12 +185,13 @@ class Service:
                 model.predictions += len(batch)
                 if model.stream_reference is not None:
                     batch = self._feed_stream_reference(model, batch)
-                if model.monitor is not None and model.monitor.ingest(batch):
-                    model.evaluation = model.monitor.evaluate(now)
+                monitor = model.monitor(partition, self.windows)
+                if monitor is not None and monitor.ingest(batch):
+                    model.evaluate(now)
                     evaluated.append(name)
         return evaluated
 
-    def _feed_stream_reference(self, model: _Model, batch: Any) -> Any:
+    def _feed_stream_reference(self, model: _Model, batch: EventBatch) -> EventBatch:
         ref = model.stream_reference
         assert ref is not None
         wanted = ref.wants(batch)
@@ -170,20 +200,22 @@ class Service:
         profile = ref.add(batch.select(wanted))
         if profile is not None:
             log.info(
-                "reference for model %s version %s built from %d stream events",
-                profile.model,
-                profile.model_version,
-                profile.n_events,
+                "reference built from the stream",
+                extra={
+                    "model": profile.model,
+                    "model_version": profile.model_version,
+                    "events": profile.n_events,
+                },
             )
-            model.monitor = ModelMonitor(profile, self.windows, policy_of(model.settings))
+            # A new reference means new bins: windows counted against the old one restart.
+            model.profile, model.monitors, model.evaluation = profile, {}, None
             self.decoder.set_schema(profile.model, profile.specs)
         return batch.select(~wanted)
 
     def evaluate_all(self, now: float) -> None:
         with self._lock:
             for model in self._models.values():
-                if model.monitor is not None:
-                    model.evaluation = model.monitor.evaluate(now)
+                model.evaluate(now)
 
     def count_invalid(self, model: str, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -203,15 +235,15 @@ class Service:
         with self._lock:
             counters = {}
             for name, m in self._models.items():
-                mon = m.monitor
+                buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+                for mon in m.monitors.values():
+                    buckets += mon.latency_buckets
                 counters[name] = ModelCounters(
                     predictions=m.predictions,
-                    late=mon.late_total if mon else 0,
-                    window_events=mon.window.window.events if mon else 0,
-                    latency_buckets=tuple(mon.latency_buckets.tolist())
-                    if mon
-                    else ModelCounters().latency_buckets,
-                    latency_sum=mon.latency_sum if mon else 0.0,
+                    late=m.late,
+                    window_events=m.window_events,
+                    latency_buckets=tuple(buckets.tolist()),
+                    latency_sum=sum(mon.latency_sum for mon in m.monitors.values()),
                 )
             return StateSnapshot(
                 version=self.version,
@@ -227,7 +259,7 @@ class Service:
             reasons.append("consumer has no partitions assigned")
         with self._lock:
             for name, m in self._models.items():
-                if m.monitor is None:
+                if m.profile is None:
                     ref = m.stream_reference
                     got = ref.collected if ref else 0
                     want = ref.target if ref else 0
@@ -243,9 +275,9 @@ class Service:
                     {
                         "model": name,
                         "task": m.settings.task,
-                        "reference": m.monitor is not None,
+                        "reference": m.profile is not None,
                         "events_total": m.predictions,
-                        "window_events": m.monitor.window.window.events if m.monitor else 0,
+                        "window_events": m.window_events,
                         "drifted_features": list(ev.drifted_features) if ev else [],
                         "drifted_features_ratio": ev.drifted_features_ratio if ev else None,
                         "evaluated_at": ev.evaluated_at if ev else None,
@@ -262,13 +294,15 @@ class Service:
                 "model": model,
                 "task": m.settings.task,
                 "events_total": m.predictions,
-                "events_late_total": m.monitor.late_total if m.monitor else 0,
+                "events_late_total": m.late,
+                "window_events": m.window_events,
+                "partitions": sorted(m.monitors),
                 "reference": None,
                 "evaluation": m.evaluation.to_dict() if m.evaluation else None,
                 "schema": {"unexpected_features": dict(m.extra_features)},
             }
-            if m.monitor is not None:
-                p = m.monitor.profile
+            if m.profile is not None:
+                p = m.profile
                 data["reference"] = {
                     "events": p.n_events,
                     "model_version": p.model_version,

@@ -8,6 +8,7 @@ snapshots. It never reads a clock or touches I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,7 +85,8 @@ class ModelMonitor:
             counts, sums = self.layout.bin_batch(batch, local.astype(np.intp), uniq.size)
             events = np.bincount(local, minlength=uniq.size)
             for j, index in enumerate(uniq.tolist()):
-                self.window.pane(index).__iadd__(PaneCounts(int(events[j]), counts[j], sums[j]))
+                pane = self.window.pane(index)
+                pane += PaneCounts(int(events[j]), counts[j], sums[j])
             self.max_event_time = max(self.max_event_time, float(batch.event_time.max()))
         return self.advance(self.max_event_time)
 
@@ -103,7 +105,34 @@ class ModelMonitor:
 
     def evaluate(self, now: float) -> ModelEvaluation:
         """Drift, verdicts and quality of the live window, as an immutable snapshot."""
-        window = self.window.window
+        return self._evaluation(
+            self.window.window, now, self.window.watermark, self.window.window_range()
+        )
+
+    @staticmethod
+    def evaluate_merged(monitors: Sequence[ModelMonitor], now: float) -> ModelEvaluation:
+        """One evaluation of several monitors of the same model (one per partition).
+
+        Their windows are added; the watermark is the slowest one's.
+        """
+        first = monitors[0]
+        if len(monitors) == 1:
+            return first.evaluate(now)
+        window = PaneCounts.zeros(first.layout.size)
+        for m in monitors:
+            window += m.window.window
+        spans = [r for m in monitors if (r := m.window.window_range()) is not None]
+        span = max(spans, key=lambda r: r[1]) if spans else None
+        watermark = min(m.window.watermark for m in monitors)
+        return first._evaluation(window, now, watermark, span)
+
+    def _evaluation(
+        self,
+        window: PaneCounts,
+        now: float,
+        watermark: float,
+        span: tuple[float, float] | None,
+    ) -> ModelEvaluation:
         features = tuple(self._evaluate_feature(fs, window) for fs in self.layout.features)
         prediction: tuple[DriftScore, ...] = ()
         if self.layout.prediction is not None:
@@ -111,11 +140,10 @@ class ModelMonitor:
             numerical = pslots.profile.kind is FeatureKind.NUMERICAL
             choice = self.policy.for_feature(pslots.profile.name, numerical)
             prediction = _scores(pslots, window, choice.methods)
-        span = self.window.window_range()
         return ModelEvaluation(
             model=self.model,
             evaluated_at=now,
-            watermark=self.window.watermark,
+            watermark=watermark,
             window_start=span[0] if span else None,
             window_end=span[1] if span else None,
             window_events=window.events,

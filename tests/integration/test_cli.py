@@ -1,0 +1,119 @@
+"""The ``driftline`` command line as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DRIFTLINE = [sys.executable, "-m", "consumers.cli"]
+
+
+def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [*DRIFTLINE, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    ref = tmp_path / "ref.csv"
+    rows = ["amount,country,prediction"]
+    rows += [
+        f"{a},{c},{p}"
+        for a, c, p in zip(
+            rng.lognormal(3, 1, 500), rng.choice(["FR", "DE"], 500), rng.random(500), strict=True
+        )
+    ]
+    ref.write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text(
+        "models:\n"
+        "  - name: fraud\n"
+        "    reference: {path: ref.csv}\n"
+        "    features: {amount: {type: numerical}, country: {type: categorical}}\n"
+    )
+    return cfg
+
+
+def test_check_config_prints_the_resolved_config(config_file):
+    r = run("check-config", "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    assert "bootstrap_servers: localhost:9092" in r.stdout
+    assert "fraud" in r.stdout
+
+
+def test_check_config_bad_config_exits_2_naming_file_key_and_reason(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("http: {port: 99999}\nmodels:\n  - name: m\n    reference: {path: r.csv}\n")
+    r = run("check-config", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "bad.yaml" in r.stderr
+    assert "http.port" in r.stderr
+
+
+def test_reference_build_writes_a_profile_the_service_accepts(tmp_path, config_file):
+    out = tmp_path / "fraud.profile.json"
+    r = run(
+        "reference",
+        "build",
+        "--config",
+        str(config_file),
+        "--model",
+        "fraud",
+        "--input",
+        str(config_file.parent / "ref.csv"),
+        "--output",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    profile = json.loads(out.read_text())
+    assert profile["format"] == "driftline.reference/v1"
+    assert [f["name"] for f in profile["features"]] == ["amount", "country"]
+    assert sum(profile["features"][0]["counts"]) == 500
+    assert profile["prediction"]["type"] == "numerical"
+    # the profile is a valid reference.path
+    cfg2 = tmp_path / "from_profile.yaml"
+    cfg2.write_text(f"models:\n  - name: fraud\n    reference: {{path: {out}}}\n")
+    from consumers.configfile import load_config
+    from consumers.service import Service
+
+    service = Service(load_config(cfg2))
+    assert service.models == ["fraud"]
+
+
+def test_reference_build_unknown_model_and_bad_input(tmp_path, config_file):
+    r = run(
+        "reference",
+        "build",
+        "--config",
+        str(config_file),
+        "--model",
+        "nope",
+        "--input",
+        str(config_file.parent / "ref.csv"),
+    )
+    assert r.returncode == 2
+    assert "nope" in r.stderr
+    r = run(
+        "reference",
+        "build",
+        "--config",
+        str(config_file),
+        "--model",
+        "fraud",
+        "--input",
+        str(tmp_path / "missing.parquet"),
+    )
+    assert r.returncode == 2
+    assert "missing.parquet" in r.stderr
+
+
+def test_usage_error_exits_2():
+    r = run("frobnicate")
+    assert r.returncode == 2
