@@ -45,7 +45,9 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 
 def _errors(file: str, exc: ValidationError) -> ConfigError:
     lines = []
-    for err in exc.errors(include_url=False):
+    # A misspelt key also makes the real one "missing": report the typo first.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    for err in errors:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         reason = str(err["msg"]).removeprefix("Value error, ")
         if reason.startswith("@"):  # a model validator naming the key below its model
