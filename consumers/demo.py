@@ -181,8 +181,7 @@ def _py(value: Any) -> Any:
 def _drain(service: Service, sent: int, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        counters = service.snapshot().counters.get(MODEL)
-        if counters is not None and counters.predictions >= sent:
+        if service.events_counted(MODEL) >= sent:
             break
         time.sleep(0.2)
     # The last panes close only when newer events arrive; evaluate what has closed.

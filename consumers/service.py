@@ -227,6 +227,10 @@ class Service:
     def models(self) -> list[str]:
         return list(self._models)
 
+    def events_counted(self, model: str) -> int:
+        """Valid prediction events of ``model`` so far (a lock-free read of one int)."""
+        return self._models[model].predictions
+
     def evaluation(self, model: str) -> ModelEvaluation | None:
         with self._lock:
             return self._models[model].evaluation
