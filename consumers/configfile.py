@@ -20,7 +20,7 @@ __all__ = ["ENV_PREFIX", "ConfigError", "dump_config", "load_config", "resolve_s
 
 ENV_PREFIX = "DRIFTLINE_"
 #: Sections whose scalar keys environment variables may override.
-_ENV_SECTIONS = ("kafka", "http", "windows", "state")
+_ENV_SECTIONS = ("kafka", "http", "windows", "state", "validation")
 
 
 class ConfigError(Exception):

@@ -39,6 +39,20 @@ class Reason:
     NOT_AN_OBJECT = "not_an_object"
     INVALID_FIELD = "invalid_field"
     UNKNOWN_MODEL = "unknown_model"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    UNEXPECTED_FEATURE = "unexpected_feature"
+
+    ALL = (
+        "empty_record",
+        "oversize",
+        "not_utf8",
+        "invalid_json",
+        "not_an_object",
+        "invalid_field",
+        "unknown_model",
+        "timestamp_out_of_range",
+        "unexpected_feature",
+    )
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ _PredictionValue = int | float | str | _Prediction | None
 class _ModelCodec:
     """The typed decoder of one model and the order of its feature fields."""
 
-    def __init__(self, model: str, specs: Sequence[FeatureSpec]) -> None:
+    def __init__(self, model: str, specs: Sequence[FeatureSpec], forbid_extra: bool = True) -> None:
         self.model = model
         self.specs = tuple(specs)
         self.numerical = [i for i, s in enumerate(self.specs) if s.kind is FeatureKind.NUMERICAL]
@@ -93,7 +107,8 @@ class _ModelCodec:
             f"Features_{model}",
             fields,
             rename={f"f{i}": s.name for i, s in enumerate(self.specs)},
-            forbid_unknown_fields=True,
+            # Extra features take the lenient path, where they are counted or rejected.
+            forbid_unknown_fields=forbid_extra,
             gc=False,
         )
         event = msgspec.defstruct(
@@ -117,6 +132,7 @@ class _ModelCodec:
 class _Rows:
     """Events of one model collected during a batch, before they become columns."""
 
+    index: list[int] = field(default_factory=list)  # position of each event's record
     event_id: list[str] = field(default_factory=list)
     version: list[str | None] = field(default_factory=list)
     time: list[float] = field(default_factory=list)
@@ -125,15 +141,17 @@ class _Rows:
     features: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[int, int, int]] = field(default_factory=list)  # (row, feature, flag)
 
-    def add_typed(self, events: list[Any], record_times: Sequence[float]) -> None:
+    def add_typed(self, start: int, events: list[Any], record_times: Sequence[float]) -> None:
         """Append typed events: one comprehension per field, no loop per feature."""
+        self.index.extend(range(start, start + len(events)))
         self.event_id.extend([e.event_id for e in events])
         self.version.extend([e.model_version for e in events])
         stamps = [e.timestamp for e in events]
         try:  # the common case: every event has an RFC 3339 timestamp
-            self.time.extend(map(datetime.timestamp, stamps))
+            times = list(map(datetime.timestamp, stamps))
         except TypeError:
-            self.time.extend(map(_epoch, stamps, record_times))
+            times = list(map(_epoch, stamps, record_times))
+        self.time.extend(times)
         self.prediction.extend([e.prediction for e in events])
         self.latency.extend([e.latency_ms for e in events])
         self.features.extend(map(msgspec.structs.astuple, [e.features for e in events]))
@@ -147,8 +165,16 @@ class BatchDecoder:
         schemas: Mapping[str, Sequence[FeatureSpec] | None],
         *,
         max_record_bytes: int = 1 << 20,
+        max_future: float | None = None,
+        max_age: float | None = None,
+        extra_features: str = "count",
     ) -> None:
+        if extra_features not in ("allow", "count", "reject"):
+            raise ValueError(f"extra_features must be allow, count or reject: {extra_features!r}")
         self.max_record_bytes = max_record_bytes
+        self.max_future = max_future
+        self.max_age = max_age
+        self.extra_features = extra_features
         self._codecs: dict[str, _ModelCodec | None] = {}
         for model, specs in schemas.items():
             self.set_schema(model, specs)
@@ -164,11 +190,21 @@ class BatchDecoder:
         A model without a schema (its reference comes from the stream) decodes every
         feature as a raw value into ``categorical``, for the reference builder to type.
         """
-        self._codecs[model] = _ModelCodec(model, specs) if specs is not None else None
+        forbid = self.extra_features != "allow"
+        self._codecs[model] = _ModelCodec(model, specs, forbid) if specs is not None else None
         self._last = None
 
-    def decode(self, values: Sequence[bytes | None], record_times: Sequence[float]) -> DecodedBatch:
-        """Decode ``values``; ``record_times`` (epoch seconds) stand in for absent timestamps."""
+    def decode(
+        self,
+        values: Sequence[bytes | None],
+        record_times: Sequence[float],
+        now: float | None = None,
+    ) -> DecodedBatch:
+        """Decode ``values``; ``record_times`` (epoch seconds) stand in for absent timestamps.
+
+        With ``now`` (wall-clock seconds), event times beyond ``max_future`` ahead of it or
+        ``max_age`` behind it make the event invalid.
+        """
         out = DecodedBatch()
         rows: dict[str, _Rows] = {}
         raw_rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -186,10 +222,41 @@ class BatchDecoder:
         for model, r in rows.items():
             model_codec = self._codecs[model]
             assert model_codec is not None
-            out.batches[model] = _columns(model, model_codec, r)
+            out.batches[model] = self._check_times(
+                model, _columns(model, model_codec, r), r.index, now, out
+            )
         for model, raw in raw_rows.items():
-            out.batches[model] = _raw_columns(model, raw)
+            index = [row[6] for row in raw]
+            out.batches[model] = self._check_times(model, _raw_columns(model, raw), index, now, out)
+        for model in [m for m, b in out.batches.items() if len(b) == 0]:
+            del out.batches[model]
+        out.invalid.sort(key=lambda inv: inv.index)
         return out
+
+    def _check_times(
+        self, model: str, batch: EventBatch, index: list[int], now: float | None, out: DecodedBatch
+    ) -> EventBatch:
+        if now is None or (self.max_future is None and self.max_age is None):
+            return batch
+        t = batch.event_time
+        bad = np.zeros(t.size, dtype=bool)
+        if self.max_future is not None:
+            bad |= t > now + self.max_future
+        if self.max_age is not None:
+            bad |= t < now - self.max_age
+        if not bad.any():
+            return batch
+        for j in np.flatnonzero(bad).tolist():
+            out.invalid.append(
+                Invalid(
+                    index[j],
+                    model,
+                    Reason.TIMESTAMP_OUT_OF_RANGE,
+                    f"event time {t[j]:.3f} is outside [now - {self.max_age}s, "
+                    f"now + {self.max_future}s] (now {now:.3f})",
+                )
+            )
+        return batch.select(~bad)
 
     def _fast(
         self,
@@ -219,7 +286,7 @@ class BatchDecoder:
             i += 1
         if events:
             r = rows.get(model) or rows.setdefault(model, _Rows())
-            r.add_typed(events, record_times[start:i])
+            r.add_typed(start, events, record_times[start:i])
         return i
 
     def _lenient(
@@ -274,22 +341,29 @@ class BatchDecoder:
             return None
         if codec is None:
             raw_rows.setdefault(model, []).append(
-                (event_id, version, t, prediction, latency, features)
+                (event_id, version, t, prediction, latency, features, i)
             )
             return None
+        extra = [name for name in features if name not in codec.index]
+        if extra and self.extra_features == "reject":
+            shown = ", ".join(repr(n[:50]) for n in extra[:5])
+            reject(Reason.UNEXPECTED_FEATURE, f"features not in the schema: {shown}", model)
+            return None
+        if extra and self.extra_features == "count":
+            out.extra_features.setdefault(model, Counter()).update(extra)
         r = rows.setdefault(model, _Rows())
         row = len(r.event_id)
         values_out: list[Any] = [None] * len(codec.specs)
         for name, v in features.items():
             j = codec.index.get(name)
             if j is None:
-                out.extra_features.setdefault(model, Counter())[name] += 1
                 continue
             ok, flag = _feature_value(codec.specs[j].kind, v)
             if flag:
                 r.flags.append((row, j, flag))
             else:
                 values_out[j] = ok
+        r.index.append(i)
         r.event_id.append(event_id)
         r.version.append(version)
         r.time.append(t)

@@ -153,7 +153,9 @@ class ConsumerLoop:
         for tp in sorted(polled, key=_tp_key):
             records = polled[tp]
             batch = self.service.decoder.decode(
-                [r.value for r in records], [r.timestamp / 1000.0 for r in records]
+                [r.value for r in records],
+                [r.timestamp / 1000.0 for r in records],
+                now=self.clock(),
             )
             decoded.append((tp, batch))
             for inv in batch.invalid:

@@ -122,7 +122,12 @@ class _Model:
             return None
         m = self.monitors.get(partition)
         if m is None:
-            m = self.monitors[partition] = ModelMonitor(self.profile, windows, self.policy)
+            m = self.monitors[partition] = ModelMonitor(
+                self.profile,
+                windows,
+                self.policy,
+                range_margin=self.settings.quality.range_margin,
+            )
         return m
 
     def evaluate(self, now: float) -> None:
@@ -163,7 +168,14 @@ class Service:
                 )
                 schemas[ms.name] = specs_of(ms)
             self._models[ms.name] = model
-        self.decoder = BatchDecoder(schemas)
+        v = config.validation
+        self.decoder = BatchDecoder(
+            schemas,
+            max_record_bytes=v.max_record_bytes,
+            max_future=v.max_future,
+            max_age=v.max_age,
+            extra_features=v.extra_features,
+        )
         self._invalid: Counter[tuple[str, str]] = Counter()
         self.assigned = False
         self.kafka_connected = False

@@ -26,11 +26,13 @@ __all__ = [
     "MethodSettings",
     "ModelSettings",
     "OverrideSettings",
+    "QualitySettings",
     "ReferenceSettings",
     "RetrainingSettings",
     "RetrainingTarget",
     "Sink",
     "StateSettings",
+    "ValidationSettings",
     "WindowSettings",
     "parse_cron",
     "parse_duration",
@@ -80,12 +82,23 @@ class KafkaSettings(_Settings):
     sasl_password_env: str | None = None
     max_batch: int = Field(10_000, gt=0)
     poll_timeout_ms: int = Field(500, gt=0)
-    max_record_bytes: int = Field(1 << 20, gt=0)
 
 
 class HttpSettings(_Settings):
     host: str = "0.0.0.0"
     port: int = Field(9108, ge=0, le=65535)
+
+
+class ValidationSettings(_Settings):
+    """Event-level checks; a record failing one goes to the dead-letter topic."""
+
+    max_record_bytes: int = Field(1 << 20, gt=0)
+    #: timestamps further ahead of the wall clock than this are rejected
+    max_future: Duration = 3600.0
+    #: timestamps older than this are rejected (as old as the label-join TTL by default)
+    max_age: Duration = 7 * 86400.0
+    #: features the model's schema does not have: allow (ignore), count, or reject the event
+    extra_features: Literal["allow", "count", "reject"] = "count"
 
 
 class WindowSettings(_Settings):
@@ -184,6 +197,12 @@ class DriftSettings(_Settings):
         return self
 
 
+class QualitySettings(_Settings):
+    #: a value is out of range outside [min - m*(max-min), max + m*(max-min)] of the reference
+    #: (configured feature bounds take precedence)
+    range_margin: float = Field(0.0, ge=0)
+
+
 class BinningSettings(_Settings):
     quantiles: int = Field(100, ge=10, le=1000)
     coarse_bins: int = Field(10, ge=2)
@@ -207,6 +226,7 @@ class ModelSettings(_Settings):
     features: dict[str, FeatureSettings] = Field(default_factory=dict)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     binning: BinningSettings = Field(default_factory=BinningSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @model_validator(mode="after")
     def _overrides_fit(self) -> Self:
@@ -349,6 +369,7 @@ class DriftlineConfig(_Settings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     models: Annotated[list[ModelSettings], Field(min_length=1)]
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retraining: list[RetrainingSettings] = Field(default_factory=list)

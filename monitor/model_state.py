@@ -44,11 +44,16 @@ class ModelMonitor:
     """Reference, live window and counters of one model."""
 
     def __init__(
-        self, profile: ReferenceProfile, windows: WindowSpec, policy: DriftPolicy | None = None
+        self,
+        profile: ReferenceProfile,
+        windows: WindowSpec,
+        policy: DriftPolicy | None = None,
+        *,
+        range_margin: float = 0.0,
     ) -> None:
         self.profile = profile
         self.policy = policy or DriftPolicy()
-        self.layout = CountLayout(profile)
+        self.layout = CountLayout(profile, range_margin)
         size = self.layout.size
         self.window: PaneWindow[PaneCounts] = PaneWindow(
             windows.pane,

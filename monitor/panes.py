@@ -49,8 +49,9 @@ class FeatureSlots:
 class CountLayout:
     """Where each feature's bins sit in a pane vector, for one reference profile."""
 
-    def __init__(self, profile: ReferenceProfile) -> None:
+    def __init__(self, profile: ReferenceProfile, range_margin: float = 0.0) -> None:
         self.profile = profile
+        self.range_margin = range_margin
         slots: list[FeatureSlots] = []
         start = 0
         for fp in profile.features:
@@ -93,7 +94,7 @@ class CountLayout:
                 slot[finite] = value_slot
                 sum_keys.append(base[finite] + value_slot)
                 sum_weights.append(values[finite])
-                lo, hi = fp.valid_range
+                lo, hi = fp.valid_range(self.range_margin)
                 out = finite & ((values < lo) | (values > hi))
                 keys.append(base[out] + fs.quality("out_of_range"))
             else:

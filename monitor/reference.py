@@ -62,12 +62,17 @@ class FeatureProfile:
     def kind(self) -> FeatureKind:
         return self.spec.kind
 
-    @property
-    def valid_range(self) -> tuple[float, float]:
-        """Configured bounds, else the reference's observed range."""
+    def valid_range(self, margin: float = 0.0) -> tuple[float, float]:
+        """Configured bounds, else the reference's observed range widened by ``margin``.
+
+        >>> fp = build_profile("m", {"x": np.array([0.0, 10.0])}).features[0]
+        >>> fp.valid_range(), fp.valid_range(0.1)
+        ((0.0, 10.0), (-1.0, 11.0))
+        """
         if self.spec.bounds is not None:
             return self.spec.bounds
-        return (self.minimum, self.maximum)
+        pad = margin * (self.maximum - self.minimum)
+        return (self.minimum - pad, self.maximum + pad)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {

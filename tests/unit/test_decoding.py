@@ -201,3 +201,37 @@ def _sinks():
     from consumers.decoding import DecodedBatch
 
     return DecodedBatch(), {}, {}
+
+
+def test_timestamps_outside_the_accepted_range_are_rejected():
+    now = 1_800_000_000.0
+    dec = BatchDecoder(SPECS, max_future=3600, max_age=86400)
+    values = [
+        enc(event(0, timestamp=now)),
+        enc(event(1, timestamp=now + 7200)),  # two hours ahead
+        enc(event(2, timestamp="1970-01-01T00:00:00Z")),
+        enc(event(3, timestamp="3000-01-01T00:00:00Z")),
+        enc(event(4, timestamp=now - 3600)),
+    ]
+    out = dec.decode(values, [now] * 5, now=now)
+    assert [(i.index, i.reason) for i in out.invalid] == [
+        (1, Reason.TIMESTAMP_OUT_OF_RANGE),
+        (2, Reason.TIMESTAMP_OUT_OF_RANGE),
+        (3, Reason.TIMESTAMP_OUT_OF_RANGE),
+    ]
+    assert out.batches["fraud"].event_id == ["e0", "e4"]
+
+
+@pytest.mark.parametrize("policy", ["allow", "count", "reject"])
+def test_extra_feature_policy(policy):
+    dec = BatchDecoder(SPECS, extra_features=policy)
+    extra = event(1, features={"amount": 1.0, "country": "FR", "surprise": 3})
+    out = dec.decode([enc(event(0)), enc(extra)], [0.0, 0.0])
+    if policy == "reject":
+        assert [(i.index, i.reason) for i in out.invalid] == [(1, Reason.UNEXPECTED_FEATURE)]
+        assert out.valid == 1
+    else:
+        assert out.invalid == []
+        assert out.valid == 2
+        expected = {"fraud": {"surprise": 1}} if policy == "count" else {}
+        assert out.extra_features == expected
