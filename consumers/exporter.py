@@ -41,6 +41,8 @@ class StateSnapshot:
     counters: Mapping[str, ModelCounters] = field(default_factory=dict)
     invalid: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (model, reason)
     kafka_connected: bool = False
+    #: events that carried a feature the model's schema lacks, per (model, feature)
+    unexpected_features: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class DriftlineCollector(Collector):
@@ -104,6 +106,15 @@ class DriftlineCollector(Collector):
             invalid.add_metric([model, reason], count)
         yield invalid
 
+        unexpected = CounterMetricFamily(
+            "driftline_unexpected_feature_events",
+            "Events carrying a feature the model's schema does not have (schema drift)",
+            labels=["model", "feature"],
+        )
+        for (model, feature), count in sorted(s.unexpected_features.items()):
+            unexpected.add_metric([model, feature], count)
+        yield unexpected
+
         yield from _evaluation_metrics(s.evaluations)
 
 
@@ -128,6 +139,16 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
     )
     missing = GaugeMetricFamily(
         "driftline_feature_missing_ratio", "Share of window events missing the feature", labels=fl
+    )
+    mismatch = GaugeMetricFamily(
+        "driftline_feature_type_mismatch_ratio",
+        "Share of window events with a value of the wrong type for the feature",
+        labels=fl,
+    )
+    nonfinite = GaugeMetricFamily(
+        "driftline_feature_nonfinite_ratio",
+        "Share of window events with NaN or infinity for the feature",
+        labels=fl,
     )
     out_of_range = GaugeMetricFamily(
         "driftline_feature_out_of_range_ratio",
@@ -166,11 +187,14 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
                 drifted.add_metric(labels, 1.0 if f.drifted else 0.0)
             if ev.window_events:
                 missing.add_metric(labels, f.missing_ratio)
+                mismatch.add_metric(labels, f.type_mismatch_ratio)
+                nonfinite.add_metric(labels, f.nonfinite_ratio)
                 out_of_range.add_metric(labels, f.out_of_range_ratio)
                 if f.kind == "categorical":
                     new_category.add_metric(labels, f.new_category_ratio)
         for s in ev.prediction:
             prediction.add_metric([model, s.method], s.score)
-    yield from (score, pvalue, threshold, drifted, ratio, missing, out_of_range, new_category)
+    yield from (score, pvalue, threshold, drifted, ratio, missing, mismatch, nonfinite)
+    yield from (out_of_range, new_category)
     yield prediction
     yield last

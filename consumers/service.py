@@ -35,6 +35,11 @@ __all__ = ["Service", "driftline_version", "load_reference", "policy_of", "specs
 
 log = logging.getLogger("driftline.service")
 
+#: Distinct unexpected feature names kept per model; the rest are counted together, so a
+#: producer sending random keys cannot blow up the metric's cardinality.
+MAX_UNEXPECTED_NAMES = 50
+OTHER_FEATURES = "__other__"
+
 
 def driftline_version() -> str:
     try:
@@ -117,6 +122,14 @@ class _Model:
     predictions: int = 0  # valid events, including those taken for a stream reference
     extra_features: Counter[str] = field(default_factory=Counter)
 
+    def count_extra(self, extra: Counter[str]) -> None:
+        """Count unexpected features; names past the first few share one label value."""
+        for name, n in extra.items():
+            if name in self.extra_features or len(self.extra_features) < MAX_UNEXPECTED_NAMES:
+                self.extra_features[name] += n
+            else:
+                self.extra_features[OTHER_FEATURES] += n
+
     def monitor(self, partition: int, windows: WindowSpec) -> ModelMonitor | None:
         if self.profile is None:
             return None
@@ -191,7 +204,7 @@ class Service:
             for inv in decoded.invalid:
                 self._invalid[(inv.model, inv.reason)] += 1
             for name, extra in decoded.extra_features.items():
-                self._models[name].extra_features.update(extra)
+                self._models[name].count_extra(extra)
             for name, batch in decoded.batches.items():
                 model = self._models[name]
                 model.predictions += len(batch)
@@ -267,6 +280,11 @@ class Service:
                 counters=counters,
                 invalid=dict(self._invalid),
                 kafka_connected=self.kafka_connected,
+                unexpected_features={
+                    (name, feature): n
+                    for name, m in self._models.items()
+                    for feature, n in m.extra_features.items()
+                },
             )
 
     def readiness(self) -> tuple[bool, list[str]]:

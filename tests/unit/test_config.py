@@ -245,3 +245,15 @@ def test_an_override_is_validated_like_the_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, MINIMAL), environ={"DRIFTLINE_HTTP_PORT": "-1"})
     assert info.value.key == "http.port"
+
+
+@pytest.mark.parametrize(("what", "text", "key", "reason"), MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_check_config_exits_2_with_one_clear_message(tmp_path, capsys, what, text, key, reason):
+    from consumers.cli import main
+
+    path = write(tmp_path, text)
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith(f"driftline: configuration error: {path}: {key}: ")
+    assert reason in first
