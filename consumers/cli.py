@@ -123,7 +123,7 @@ def _reference_build(args: argparse.Namespace) -> int:
 
 def _run(config_path: str) -> int:
     from consumers.http import HttpServer
-    from consumers.loop import ConsumerLoop
+    from consumers.loop import ConsumerLoop, open_store
     from consumers.service import Service
 
     config = load_config(config_path)
@@ -144,7 +144,14 @@ def _run(config_path: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        ConsumerLoop(service, config.kafka, secrets=secrets).run(stop)
+        loop = ConsumerLoop(
+            service,
+            config.kafka,
+            store=open_store(config.state, config.kafka),
+            checkpoint_interval=config.state.checkpoint_interval,
+            secrets=secrets,
+        )
+        loop.run(stop)
     finally:
         http.stop()
     return EXIT_OK

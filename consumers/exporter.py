@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -43,6 +44,8 @@ class StateSnapshot:
     kafka_connected: bool = False
     #: events that carried a feature the model's schema lacks, per (model, feature)
     unexpected_features: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    consumer_lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    checkpoint: Any = None  # consumers.service.CheckpointInfo
 
 
 class DriftlineCollector(Collector):
@@ -62,6 +65,31 @@ class DriftlineCollector(Collector):
         )
         connected.add_metric([], 1.0 if s.kafka_connected else 0.0)
         yield connected
+
+        lag = GaugeMetricFamily(
+            "driftline_consumer_lag",
+            "Records between the consumer's position and the partition's end",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), value in sorted(s.consumer_lag.items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        if s.checkpoint is not None:
+            yield GaugeMetricFamily(
+                "driftline_checkpoint_timestamp_seconds",
+                "When the last checkpoint became durable",
+                value=s.checkpoint.at,
+            )
+            yield GaugeMetricFamily(
+                "driftline_checkpoint_duration_seconds",
+                "How long the last checkpoint took",
+                value=s.checkpoint.duration,
+            )
+            yield GaugeMetricFamily(
+                "driftline_checkpoint_size_bytes",
+                "Size of the last checkpoint, all partitions",
+                value=s.checkpoint.size,
+            )
 
         events = CounterMetricFamily(
             "driftline_events_total", "Valid events consumed", labels=["model", "kind"]

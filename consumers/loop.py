@@ -1,4 +1,10 @@
-"""The consumer loop: poll a batch, dead-letter what is unusable, count the rest, commit.
+"""The consumer loop: poll, dead-letter what is unusable, count the rest, checkpoint, commit.
+
+Exactly-once state: a partition's counts are checkpointed together with the offset they
+reflect, and offsets are committed to Kafka only after that checkpoint is durable. On
+assignment a partition's newest checkpoint is restored and the consumer seeks to its
+offset; on revocation the partition is checkpointed and committed before it is given up.
+Whatever happens to the process, every event is counted exactly once in the state.
 
 Failure policy, per kind of failure:
 
@@ -7,12 +13,12 @@ Failure policy, per kind of failure:
   ``driftline_events_invalid_total``, and its offset committed like any other;
 * the dead-letter topic cannot be written: nothing of the batch is counted or committed;
   the consumer seeks back to the batch start and retries with backoff;
-* broker unavailable / leader change: kafka-python retries inside ``poll``; the loop keeps
-  serving HTTP and reports ``driftline_kafka_connected 0``;
-* misconfiguration (unknown topic config, bad credentials) surfaces at start and stops the
-  service with exit code 2 through the CLI.
-
-Offsets are committed only after the batch has been counted (and dead-lettered).
+* broker unavailable or stalled, leader change: kafka-python retries inside ``poll``; the
+  loop keeps serving HTTP, reports ``driftline_kafka_connected 0`` and fails ``/readyz``;
+* a checkpoint cannot be written: offsets are not committed (a restart reprocesses from
+  the last durable checkpoint) and the error is logged; the next interval retries;
+* misconfiguration (bad config, unreadable reference) stops the service at start with
+  exit code 2 through the CLI.
 """
 
 from __future__ import annotations
@@ -20,17 +26,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
+from consumers.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    DirectoryStore,
+    KafkaTopicStore,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from consumers.decoding import DecodedBatch, Invalid
-from consumers.service import Service
-from monitor.config import KafkaSettings
+from consumers.service import CheckpointInfo, Service
+from monitor.config import KafkaSettings, StateSettings
 
-__all__ = ["ConsumerLoop", "dead_letter_headers"]
+__all__ = ["HEADER_PREFIX", "ConsumerLoop", "dead_letter_headers", "open_store"]
 
 log = logging.getLogger("driftline.consumer")
 
@@ -52,6 +68,13 @@ def dead_letter_headers(
     ]
 
 
+def open_store(state: StateSettings, kafka: KafkaSettings) -> CheckpointStore:
+    if state.kafka_topic is not None:
+        return KafkaTopicStore(kafka.bootstrap_servers, state.kafka_topic)
+    assert state.dir is not None
+    return DirectoryStore(state.dir, keep=state.keep)
+
+
 class ConsumerLoop:
     """Consumes the predictions topic into a :class:`Service` until stopped."""
 
@@ -60,15 +83,26 @@ class ConsumerLoop:
         service: Service,
         kafka: KafkaSettings,
         *,
+        store: CheckpointStore | None = None,
+        checkpoint_interval: float = 30.0,
         secrets: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
         self.kafka = kafka
+        self.store = store
+        self.checkpoint_interval = checkpoint_interval
         self.clock = clock
         self._secrets = dict(secrets or {})
         self.stopped = threading.Event()
         self.batches = 0
+        self._consumer: Any = None
+        #: next offset to consume per partition, as far as the state reflects it
+        self._positions: dict[TopicPartition, int] = {}
+        self._last_checkpoint = time.monotonic()
+        self._assigned_at = time.monotonic()
+
+    # -- clients -----------------------------------------------------------------------
 
     def _client_config(self) -> dict[str, Any]:
         common: dict[str, Any] = {"bootstrap_servers": self.kafka.bootstrap_servers.split(",")}
@@ -77,7 +111,7 @@ class ConsumerLoop:
             common["sasl_plain_password"] = password
         return common
 
-    def _consumer(self) -> Any:
+    def _new_consumer(self) -> Any:
         config: dict[str, Any] = {
             **self._client_config(),
             "group_id": self.kafka.group_id,
@@ -91,7 +125,7 @@ class ConsumerLoop:
         config.update(self.kafka.consumer)
         return KafkaConsumer(**config)
 
-    def _producer(self) -> Any:
+    def _new_producer(self) -> Any:
         config: dict[str, Any] = {
             **self._client_config(),
             "acks": "all",
@@ -101,49 +135,161 @@ class ConsumerLoop:
         config.update(self.kafka.producer)
         return KafkaProducer(**config)
 
+    # -- the loop ----------------------------------------------------------------------
+
     def run(self, stop: threading.Event) -> None:
-        consumer = self._consumer()
-        producer = self._producer()
-        consumer.subscribe([self.kafka.predictions_topic])
+        consumer = self._consumer = self._new_consumer()
+        producer = self._new_producer()
+        consumer.subscribe([self.kafka.predictions_topic], listener=_Listener(self))
+        session_s = consumer.config["session_timeout_ms"] / 1000.0
         backoff = 0.5
         try:
             while not stop.is_set():
                 polled = consumer.poll(
                     timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_batch
                 )
-                self.service.assigned = bool(consumer.assignment())
-                self.service.kafka_connected = bool(consumer.bootstrap_connected())
-                if not polled:
-                    continue
-                try:
-                    decoded = self._dead_letter_all(producer, polled)
-                except KafkaError as exc:
-                    log.error(
-                        "dead-letter topic not writable; retrying the batch",
-                        extra={
-                            "topic": self.kafka.dead_letter_topic,
-                            "error": str(exc),
-                            "backoff_s": backoff,
-                        },
-                    )
-                    for tp, recs in polled.items():
-                        consumer.seek(tp, recs[0].offset)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
-                    continue
-                backoff = 0.5
-                now = self.clock()
-                for tp, batch in decoded:
-                    self.service.handle(batch, now, tp.partition)
-                consumer.commit()
-                self.batches += 1
+                self._observe(consumer, session_s)
+                if polled:
+                    try:
+                        decoded = self._dead_letter_all(producer, polled)
+                    except KafkaError as exc:
+                        log.error(
+                            "dead-letter topic not writable; retrying the batch",
+                            extra={
+                                "topic": self.kafka.dead_letter_topic,
+                                "error": str(exc),
+                                "backoff_s": backoff,
+                            },
+                        )
+                        for tp, recs in polled.items():
+                            consumer.seek(tp, recs[0].offset)
+                        stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        continue
+                    backoff = 0.5
+                    now = self.clock()
+                    for tp, batch in decoded:
+                        self.service.handle(batch, now, tp.partition)
+                        self._positions[tp] = polled[tp][-1].offset + 1
+                    self.batches += 1
+                if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
+                    self.checkpoint_and_commit(self._positions)
         finally:
             self.service.assigned = False
+            try:
+                self.checkpoint_and_commit(self._positions)
+            except KafkaError as exc:
+                log.error("final commit failed", extra={"error": str(exc)})
             try:
                 producer.close(timeout=5)
             finally:
                 consumer.close(autocommit=False)
-            self.stopped.set()
+                if self.store is not None:
+                    self.store.close()
+                self.stopped.set()
+
+    def _observe(self, consumer: Any, session_s: float) -> None:
+        """Assignment, broker health and lag, for /readyz and /metrics."""
+        assignment = consumer.assignment()
+        self.service.assigned = bool(assignment)
+        metrics = consumer.metrics().get("consumer-coordinator-metrics", {})
+        heartbeat_age = metrics.get("last-heartbeat-seconds-ago", float("inf"))
+        limit = max(2 * session_s, 5.0)
+        if heartbeat_age == float("inf"):  # no heartbeat yet since the assignment
+            heartbeat_age = time.monotonic() - self._assigned_at
+        healthy = 0 <= heartbeat_age < limit
+        self.service.kafka_connected = bool(assignment) and healthy
+        lag = {}
+        for tp in assignment:
+            high = consumer.highwater(tp)
+            if high is not None:
+                position = self._positions.get(tp)
+                if position is None:
+                    continue
+                lag[(tp.topic, tp.partition)] = max(high - position, 0)
+        self.service.consumer_lag = lag
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _key(self, tp: TopicPartition) -> str:
+        return f"{self.kafka.group_id}/{tp.topic}/{tp.partition}"
+
+    def checkpoint_and_commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Make the state of ``positions`` durable, then commit exactly those offsets."""
+        self._last_checkpoint = time.monotonic()
+        if not positions:
+            return
+        offsets = dict(positions)
+        try:
+            self._save(offsets)
+        except CheckpointError as exc:
+            log.error("checkpoint failed; offsets not committed", extra={"error": str(exc)})
+            return
+        if self._consumer is not None:
+            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+
+    def _save(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self.store is None:
+            return
+        start, size = time.perf_counter(), 0
+        for tp, offset in offsets.items():
+            blob = encode_checkpoint(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "offset": offset,
+                    "created_at": self.clock(),
+                    "state": self.service.partition_state(tp.partition),
+                }
+            )
+            self.store.save(self._key(tp), blob)
+            size += len(blob)
+        self.service.checkpoint = CheckpointInfo(
+            at=self.clock(), duration=time.perf_counter() - start, size=size
+        )
+
+    def restore(self, partitions: Iterable[TopicPartition]) -> None:
+        self._assigned_at = time.monotonic()
+        for tp in partitions:
+            if self.store is None:
+                continue
+            try:
+                blob = self.store.load(self._key(tp))
+                data = decode_checkpoint(blob) if blob is not None else None
+            except CheckpointError as exc:
+                log.error(
+                    "checkpoint not restored", extra={"partition": tp.partition, "error": str(exc)}
+                )
+                data = None
+            if data is None:
+                continue
+            self.service.restore_partition(tp.partition, data["state"], self.clock())
+            offset = int(data["offset"])
+            self._positions[tp] = offset
+            self._consumer.seek(tp, offset)
+            log.info(
+                "restored partition from checkpoint",
+                extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+            )
+
+    def release(self, partitions: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
+        """Checkpoint (when ``save``) and forget partitions; return the offsets to commit."""
+        gone = set(partitions)
+        mine = {tp: o for tp, o in self._positions.items() if tp in gone}
+        offsets: dict[Any, Any] = {}
+        if save and mine:
+            try:
+                self._save(mine)
+                offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in mine.items()}
+            except CheckpointError as exc:
+                log.error("checkpoint on revocation failed", extra={"error": str(exc)})
+        now = self.clock()
+        for tp in gone:
+            self._positions.pop(tp, None)
+            self.service.drop_partition(tp.partition, now)
+        return offsets
+
+    # -- dead letters ------------------------------------------------------------------
 
     def _dead_letter_all(
         self, producer: Any, polled: Mapping[TopicPartition, list[Any]]
@@ -184,6 +330,31 @@ class ConsumerLoop:
             value=record.value,
             headers=dead_letter_headers(record, inv.reason, inv.message, inv.model),
         )
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO loop: no blocking consumer calls in here."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self.loop.release(revoked, save=True)
+        if offsets:
+            try:
+                # the async form of commit(); the blocking one cannot run on the IO loop
+                coordinator = self.loop._consumer._coordinator
+                await coordinator._commit_offsets_sync_async(offsets)
+            except Exception as exc:  # the next owner restores the checkpoint anyway
+                log.warning("commit on revocation failed", extra={"error": str(exc)})
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        # Another member may own these already: keep the last interval's checkpoint, which
+        # a new owner (or we, when they come back) restores and replays from.
+        self.loop.release(lost, save=False)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.restore(assigned)
 
 
 def _tp_key(tp: TopicPartition) -> tuple[str, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -31,7 +31,14 @@ from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
 from monitor.stream_reference import StreamReference
 
-__all__ = ["Service", "driftline_version", "load_reference", "policy_of", "specs_of"]
+__all__ = [
+    "CheckpointInfo",
+    "Service",
+    "driftline_version",
+    "load_reference",
+    "policy_of",
+    "specs_of",
+]
 
 log = logging.getLogger("driftline.service")
 
@@ -105,6 +112,13 @@ def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> Ref
     )
 
 
+@dataclass(frozen=True)
+class CheckpointInfo:
+    at: float  # wall-clock seconds
+    duration: float
+    size: int  # bytes, all partitions
+
+
 @dataclass
 class _Model:
     """One configured model: its reference and one monitor per input partition.
@@ -119,7 +133,8 @@ class _Model:
     stream_reference: StreamReference | None = None
     monitors: dict[int, ModelMonitor] = field(default_factory=dict)
     evaluation: ModelEvaluation | None = None
-    predictions: int = 0  # valid events, including those taken for a stream reference
+    #: valid events per partition, including those taken for a stream reference
+    partition_predictions: Counter[int] = field(default_factory=Counter)
     extra_features: Counter[str] = field(default_factory=Counter)
 
     def count_extra(self, extra: Counter[str]) -> None:
@@ -147,6 +162,10 @@ class _Model:
         if self.monitors:
             monitors = [self.monitors[p] for p in sorted(self.monitors)]
             self.evaluation = ModelMonitor.evaluate_merged(monitors, now)
+
+    @property
+    def predictions(self) -> int:
+        return sum(self.partition_predictions.values())
 
     @property
     def late(self) -> int:
@@ -189,9 +208,12 @@ class Service:
             max_age=v.max_age,
             extra_features=v.extra_features,
         )
-        self._invalid: Counter[tuple[str, str]] = Counter()
+        #: dead-lettered records per partition, by (model, reason)
+        self._invalid: dict[int, Counter[tuple[str, str]]] = {}
         self.assigned = False
         self.kafka_connected = False
+        self.consumer_lag: dict[tuple[str, int], int] = {}
+        self.checkpoint: CheckpointInfo | None = None
         self.registry = CollectorRegistry()
         self.registry.register(DriftlineCollector(self.snapshot))
 
@@ -201,13 +223,14 @@ class Service:
         """Count a decoded batch of one partition; return the models re-evaluated."""
         evaluated = []
         with self._lock:
+            invalid = self._invalid.setdefault(partition, Counter())
             for inv in decoded.invalid:
-                self._invalid[(inv.model, inv.reason)] += 1
+                invalid[(inv.model, inv.reason)] += 1
             for name, extra in decoded.extra_features.items():
                 self._models[name].count_extra(extra)
             for name, batch in decoded.batches.items():
                 model = self._models[name]
-                model.predictions += len(batch)
+                model.partition_predictions[partition] += len(batch)
                 if model.stream_reference is not None:
                     batch = self._feed_stream_reference(model, batch)
                 monitor = model.monitor(partition, self.windows)
@@ -242,9 +265,67 @@ class Service:
             for model in self._models.values():
                 model.evaluate(now)
 
-    def count_invalid(self, model: str, reason: str, n: int = 1) -> None:
+    # -- partitions and checkpoints --------------------------------------------------------
+
+    def partition_state(self, partition: int) -> dict[str, Any]:
+        """Everything counted from ``partition``, as plain data for a checkpoint."""
         with self._lock:
-            self._invalid[(model, reason)] += n
+            models: dict[str, Any] = {}
+            for name, m in self._models.items():
+                monitor = m.monitors.get(partition)
+                models[name] = {
+                    "predictions": m.partition_predictions.get(partition, 0),
+                    "monitor": monitor.snapshot() if monitor is not None else None,
+                    # a reference built from the stream must survive the restart with the
+                    # windows counted against it
+                    "profile": m.profile.to_dict()
+                    if m.profile is not None and m.stream_reference is not None
+                    else None,
+                }
+            invalid = self._invalid.get(partition, Counter())
+            return {
+                "models": models,
+                "invalid": [[model, reason, n] for (model, reason), n in sorted(invalid.items())],
+            }
+
+    def restore_partition(self, partition: int, state: Mapping[str, Any], now: float) -> None:
+        """Replace ``partition``'s counts with a checkpoint's."""
+        with self._lock:
+            for name, data in state["models"].items():
+                m = self._models.get(name)
+                if m is None:
+                    log.warning("checkpoint has unknown model %s; ignored", name)
+                    continue
+                if data.get("profile") is not None and m.stream_reference is not None:
+                    profile = ReferenceProfile.from_dict(data["profile"])
+                    if m.profile is None or m.profile.to_dict() != profile.to_dict():
+                        m.profile, m.monitors = profile, {}
+                        m.stream_reference.profiled_versions.add(profile.model_version)
+                        self.decoder.set_schema(name, profile.specs)
+                m.partition_predictions[partition] = int(data["predictions"])
+                m.monitors.pop(partition, None)
+                if data["monitor"] is not None:
+                    monitor = m.monitor(partition, self.windows)
+                    if monitor is None:
+                        log.warning("checkpoint of %s has windows but no reference", name)
+                        continue
+                    monitor.restore(data["monitor"])
+                m.evaluate(now)
+            self._invalid[partition] = Counter(
+                {(model, reason): int(n) for model, reason, n in state["invalid"]}
+            )
+
+    def drop_partition(self, partition: int, now: float) -> None:
+        """Forget ``partition`` (it was handed to another instance)."""
+        with self._lock:
+            for m in self._models.values():
+                m.monitors.pop(partition, None)
+                m.partition_predictions.pop(partition, None)
+                if m.monitors:
+                    m.evaluate(now)
+                else:
+                    m.evaluation = None
+            self._invalid.pop(partition, None)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -253,8 +334,9 @@ class Service:
         return list(self._models)
 
     def events_counted(self, model: str) -> int:
-        """Valid prediction events of ``model`` so far (a lock-free read of one int)."""
-        return self._models[model].predictions
+        """Valid prediction events of ``model`` counted in this instance's partitions."""
+        with self._lock:
+            return self._models[model].predictions
 
     def evaluation(self, model: str) -> ModelEvaluation | None:
         with self._lock:
@@ -278,8 +360,10 @@ class Service:
                 version=self.version,
                 evaluations={n: m.evaluation for n, m in self._models.items() if m.evaluation},
                 counters=counters,
-                invalid=dict(self._invalid),
+                invalid=dict(sum(self._invalid.values(), Counter())),
                 kafka_connected=self.kafka_connected,
+                consumer_lag=dict(self.consumer_lag),
+                checkpoint=self.checkpoint,
                 unexpected_features={
                     (name, feature): n
                     for name, m in self._models.items()
@@ -291,6 +375,8 @@ class Service:
         reasons = []
         if not self.assigned:
             reasons.append("consumer has no partitions assigned")
+        elif not self.kafka_connected:
+            reasons.append("Kafka is not answering (broker down or stalled)")
         with self._lock:
             for name, m in self._models.items():
                 if m.profile is None:

@@ -8,7 +8,8 @@ snapshots. It never reads a clock or touches I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,6 +71,27 @@ class ModelMonitor:
     @property
     def model(self) -> str:
         return self.profile.model
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (numbers, lists, numpy arrays) that :meth:`restore` reads back."""
+        return {
+            "events_total": self.events_total,
+            "late_total": self.late_total,
+            "max_event_time": self.max_event_time,
+            "latency_buckets": self.latency_buckets.copy(),
+            "latency_sum": self.latency_sum,
+            "window": self.window.snapshot(PaneCounts.snapshot),
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Replace this monitor's counts with a :meth:`snapshot` taken on the same reference."""
+        size = self.layout.size
+        self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size))
+        self.events_total = int(data["events_total"])
+        self.late_total = int(data["late_total"])
+        self.max_event_time = float(data["max_event_time"])
+        self.latency_buckets = np.asarray(data["latency_buckets"], dtype=np.int64).copy()
+        self.latency_sum = float(data["latency_sum"])
 
     def ingest(self, batch: EventBatch) -> bool:
         """Count a batch into its panes; return True when the live window moved."""

@@ -9,7 +9,9 @@ or expiring one from a window is one vector addition or subtraction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -163,3 +165,14 @@ class PaneCounts:
         self.counts -= other.counts
         self.sums -= other.sums
         return self
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"events": self.events, "counts": self.counts.copy(), "sums": self.sums.copy()}
+
+    @classmethod
+    def restore(cls, data: Mapping[str, Any], size: int) -> PaneCounts:
+        counts = np.asarray(data["counts"], dtype=np.int64)
+        sums = np.asarray(data["sums"], dtype=np.float64)
+        if counts.shape != (size,) or sums.shape != (size,):
+            raise ValueError(f"pane of {counts.size} slots does not fit a layout of {size}")
+        return cls(int(data["events"]), counts.copy(), sums.copy())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -101,6 +101,29 @@ class PaneWindow(Generic[P]):
             _, expired = self.closed.popleft()
             self.window = self.window.__isub__(expired)
         return closing
+
+    def snapshot(self, pane: Callable[[P], Any]) -> dict[str, Any]:
+        """Plain data: watermark, open panes and the closed panes still in the window.
+
+        The running sum is not stored: :meth:`restore` adds the closed panes up again.
+        """
+        return {
+            "watermark": self.watermark,
+            "last_closed": self.last_closed,
+            "open": [[i, pane(p)] for i, p in sorted(self.open.items())],
+            "closed": [[i, pane(p)] for i, p in self.closed],
+        }
+
+    def restore(self, data: Mapping[str, Any], pane: Callable[[Any], P]) -> None:
+        """Replace this window's state with a :meth:`snapshot`."""
+        self.watermark = float(data["watermark"])
+        last = data["last_closed"]
+        self.last_closed = None if last is None else int(last)
+        self.open = {int(i): pane(p) for i, p in data["open"]}
+        self.closed = deque((int(i), pane(p)) for i, p in data["closed"])
+        self.window = self._factory()
+        for _, p in self.closed:
+            self.window = self.window.__iadd__(p)
 
     def window_range(self) -> tuple[float, float] | None:
         """Event-time ``[start, end)`` of the live window, once a pane has closed."""

@@ -20,7 +20,8 @@ from monitor.config import DriftlineConfig
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_790_000_000.0
+# recent event times (validation rejects events older than 7 days), pane-aligned
+T0 = float(int(time.time()) // 100 * 100 - 1000)
 MODELS = {
     # model: (numerical features, categorical features, the drifted feature)
     "fraud": (["amount", "age"], ["country"], "amount"),

@@ -1,0 +1,222 @@
+"""Checkpoints: durable snapshots of a partition's state with the offset they reflect.
+
+Format ``driftline.checkpoint/v1``: a zlib-compressed MessagePack map with ``format``,
+``topic``, ``partition``, ``offset`` (the next offset to consume), ``created_at`` and the
+state; numpy arrays are stored as ``{"__ndarray__": dtype, "shape": [...], "data": bytes}``.
+A checkpoint of another format is refused with a message saying which one this
+driftline reads (state is then rebuilt from the committed offsets).
+
+Two stores behind one interface: a directory (default; temporary file, fsync, atomic
+rename, the last ``keep`` checkpoints kept) and a compacted Kafka topic (for stateless
+pods), where a checkpoint is written in chunks followed by a manifest record.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from consumers.exceptions import ConsumersError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "CheckpointStore",
+    "DirectoryStore",
+    "KafkaTopicStore",
+    "decode_checkpoint",
+    "encode_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "driftline.checkpoint/v1"
+
+
+class CheckpointError(ConsumersError):
+    """A checkpoint cannot be written, or one that was read cannot be used."""
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return {"__ndarray__": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__}")
+
+
+def _arrays(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            flat = np.frombuffer(obj["data"], dtype=np.dtype(obj["__ndarray__"]))
+            return flat.reshape(obj["shape"]).copy()
+        return {k: _arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_arrays(v) for v in obj]
+    return obj
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+
+
+def encode_checkpoint(state: dict[str, Any]) -> bytes:
+    return zlib.compress(_encoder.encode({"format": CHECKPOINT_FORMAT, **state}), 1)
+
+
+def decode_checkpoint(blob: bytes) -> dict[str, Any]:
+    try:
+        data = msgspec.msgpack.decode(zlib.decompress(blob))
+    except (zlib.error, msgspec.DecodeError) as exc:
+        raise CheckpointError(f"unreadable checkpoint: {exc}") from exc
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint format {fmt!r} is not {CHECKPOINT_FORMAT!r}, the one this driftline "
+            "reads; state will be rebuilt from the committed offsets"
+        )
+    result: dict[str, Any] = _arrays(data)
+    return result
+
+
+class CheckpointStore(Protocol):
+    def save(self, key: str, blob: bytes) -> None: ...
+    def load(self, key: str) -> bytes | None: ...
+    def close(self) -> None: ...
+
+
+class DirectoryStore:
+    """Checkpoints as files ``<dir>/<key>/checkpoint-<n>.bin``; the newest ``keep`` kept."""
+
+    def __init__(self, root: str | Path, keep: int = 3) -> None:
+        self.root = Path(root)
+        self.keep = keep
+
+    def _dir(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _files(self, key: str) -> list[Path]:
+        d = self._dir(key)
+        if not d.is_dir():
+            return []
+        return sorted(d.glob("checkpoint-*.bin"))
+
+    def save(self, key: str, blob: bytes) -> None:
+        d = self._dir(key)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            files = self._files(key)
+            seq = int(files[-1].stem.split("-")[1]) + 1 if files else 1
+            final = d / f"checkpoint-{seq:012d}.bin"
+            tmp = d / f".{final.name}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            fd = os.open(d, os.O_RDONLY)  # make the rename itself durable
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            for old in self._files(key)[: -self.keep]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint under {d}: {exc}") from exc
+
+    def load(self, key: str) -> bytes | None:
+        files = self._files(key)
+        return files[-1].read_bytes() if files else None
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaTopicStore:
+    """Checkpoints in a compacted topic: chunk records, then a manifest naming them."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        chunk_bytes: int = 512 * 1024,
+        client_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap_servers.split(",")
+        self.topic = topic
+        self.chunk_bytes = chunk_bytes
+        self._client = dict(client_config or {})
+        self._producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            max_request_size=4 * chunk_bytes,
+            **self._client,
+        )
+
+    def save(self, key: str, blob: bytes) -> None:
+        snapshot_id = uuid.uuid4().hex
+        chunks = [blob[i : i + self.chunk_bytes] for i in range(0, len(blob), self.chunk_bytes)]
+        try:
+            futures = [
+                self._producer.send(
+                    self.topic,
+                    key=f"{key}#{i}".encode(),
+                    value=chunk,
+                    headers=[("snapshot", snapshot_id.encode())],
+                )
+                for i, chunk in enumerate(chunks or [b""])
+            ]
+            manifest = msgspec.json.encode({"snapshot": snapshot_id, "chunks": len(futures)})
+            self._producer.flush(timeout=30)
+            for f in futures:
+                f.get(timeout=30)
+            self._producer.send(self.topic, key=key.encode(), value=manifest).get(timeout=30)
+        except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
+            raise CheckpointError(f"cannot write checkpoint to topic {self.topic}: {exc}") from exc
+
+    def load(self, key: str) -> bytes | None:
+        latest = self._read_all()
+        manifest = latest.get(key.encode())
+        if manifest is None:
+            return None
+        info = msgspec.json.decode(manifest[1])
+        parts = []
+        for i in range(int(info["chunks"])):
+            record = latest.get(f"{key}#{i}".encode())
+            if record is None or record[0] != info["snapshot"].encode():
+                raise CheckpointError(f"checkpoint {key} in {self.topic} is missing chunk {i}")
+            parts.append(record[1])
+        return b"".join(parts)
+
+    def _read_all(self) -> dict[bytes, tuple[bytes, bytes]]:
+        """The newest (snapshot header, value) per record key, read from start to end."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 * self.chunk_bytes,
+            **self._client,
+        )
+        try:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            latest: dict[bytes, tuple[bytes, bytes]] = {}
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                for records in consumer.poll(timeout_ms=1000).values():
+                    for r in records:
+                        header = dict(r.headers or []).get("snapshot", b"")
+                        latest[r.key] = (header, r.value)
+            return latest
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
