@@ -145,9 +145,16 @@ class ConsumerLoop:
         backoff = 0.5
         try:
             while not stop.is_set():
-                polled = consumer.poll(
-                    timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_batch
-                )
+                try:
+                    polled = consumer.poll(
+                        timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_batch
+                    )
+                except KafkaError as exc:  # broker trouble: keep serving, retry with backoff
+                    log.warning("poll failed; retrying", extra={"error": repr(exc)})
+                    self.service.kafka_connected = False
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
                 self._observe(consumer, session_s)
                 if polled:
                     try:
@@ -176,10 +183,7 @@ class ConsumerLoop:
                     self.checkpoint_and_commit(self._positions)
         finally:
             self.service.assigned = False
-            try:
-                self.checkpoint_and_commit(self._positions)
-            except KafkaError as exc:
-                log.error("final commit failed", extra={"error": str(exc)})
+            self.checkpoint_and_commit(self._positions)
             try:
                 producer.close(timeout=5)
             finally:
@@ -226,7 +230,12 @@ class ConsumerLoop:
             log.error("checkpoint failed; offsets not committed", extra={"error": str(exc)})
             return
         if self._consumer is not None:
-            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            try:
+                self._consumer.commit(
+                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+                )
+            except KafkaError as exc:  # the checkpoint is durable: a restart resumes from it
+                log.warning("offset commit failed", extra={"error": repr(exc)})
 
     def _save(self, offsets: Mapping[TopicPartition, int]) -> None:
         if self.store is None:

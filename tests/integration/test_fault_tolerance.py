@@ -288,3 +288,80 @@ def test_a_second_instance_joins_and_leaves_without_double_counting(
         if stop_b is not None:
             stop_b.set()
             thread_b.join(20)
+
+
+def test_broker_stall_keeps_serving_reports_not_ready_and_resumes_exactly(
+    tmp_path, consumer_config
+):
+    from consumers.broker import EmbeddedBroker
+    from consumers.http import HttpServer
+
+    ref = tmp_path / "ref.csv"
+    write_reference(ref)
+    with EmbeddedBroker() as broker:  # its own broker: this test freezes it
+        bootstrap = broker.bootstrap_servers
+        broker.create_topics(["preds", "dlq"], partitions=PARTITIONS)
+        config = DriftlineConfig.model_validate(
+            {
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "group_id": "stall",
+                    "predictions_topic": "preds",
+                    "dead_letter_topic": "dlq",
+                    "consumer": {**consumer_config(), "request_timeout_ms": 5000},
+                    "poll_timeout_ms": 200,
+                },
+                "windows": {"pane": f"{PANE:g}s", "size": f"{SIZE:g}s", "allowed_lateness": "5s"},
+                "models": [{"name": "m", "reference": {"path": str(ref)}}],
+            }
+        )
+        t0 = float(int(time.time()) // 100 * 100 - 1000)
+        sent = produce(bootstrap, "preds", 0, 5_000, t0)
+        service, stop, thread = run_instance(config, tmp_path / "state")
+        http = HttpServer("127.0.0.1", 0, service.registry, service)
+        http.start()
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http.port}/readyz", timeout=2):
+                    return True
+            except OSError:  # HTTPError 503 is an OSError too
+                return False
+
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline and not (service.events_counted("m") == 5_000 and ready()):
+                time.sleep(0.2)
+            assert service.events_counted("m") == 5_000
+            assert ready()
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)
+            seen_not_ready, metrics_ok = False, 0
+            try:
+                stall_end = time.time() + 30
+                while time.time() < stall_end:
+                    seen_not_ready |= not ready()
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{http.port}/metrics", timeout=2
+                    ) as r:
+                        metrics_ok += r.status == 200
+                    time.sleep(1)
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            assert thread.is_alive()
+            assert seen_not_ready
+            assert metrics_ok >= 20
+            sent += produce(bootstrap, "preds", 5_000, 5_000, t0)
+            deadline = time.time() + 90
+            while time.time() < deadline and not (
+                service.events_counted("m") >= 10_000 and ready()
+            ):
+                time.sleep(0.3)
+            assert service.events_counted("m") == 10_000
+            assert ready()
+            service.evaluate_all(time.time())
+            assert service.snapshot().counters["m"].window_events == expected_window(sent)
+        finally:
+            stop.set()
+            thread.join(30)
+            http.stop()
