@@ -24,6 +24,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.exceptions import ConsumersError
+from consumers.topics import ensure_topics
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -152,6 +153,8 @@ class KafkaTopicStore:
         self.topic = topic
         self.chunk_bytes = chunk_bytes
         self._client = dict(client_config or {})
+        # compaction keeps the newest record per key: the latest manifest and its chunks
+        ensure_topics(bootstrap_servers, [topic], config={"cleanup.policy": "compact"})
         self._producer = KafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",

@@ -15,7 +15,11 @@ __all__ = ["ensure_topics"]
 
 
 def ensure_topics(
-    bootstrap_servers: str, names: Iterable[str], partitions: int = 1, timeout: float = 30.0
+    bootstrap_servers: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    timeout: float = 30.0,
+    config: dict[str, str] | None = None,
 ) -> None:
     """Create each topic that is missing (one replica); existing topics are left alone."""
     deadline = time.monotonic() + timeout
@@ -32,6 +36,6 @@ def ensure_topics(
         wanted = [n for n in dict.fromkeys(names) if n not in existing]
         for name in wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config or {})])
     finally:
         admin.close()
