@@ -3,14 +3,26 @@
 Pure: no file is read here (see :mod:`consumers.configfile`). Durations are written as
 ``"500ms"``, ``"60s"``, ``"5m"``, ``"1h"``, ``"7d"`` or plain seconds, and held as float
 seconds. Secrets never live in the YAML: ``*_env`` keys name environment variables.
+
+A validator that judges a key below its own model starts its message with
+``"@sub.key: "``; :mod:`consumers.configfile` moves that path into the error's key.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AlertRule",
@@ -39,32 +51,57 @@ __all__ = [
 ]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 
 
 def parse_duration(value: str | float | int) -> float:
-    """Seconds in a duration.
+    """Seconds in a duration: a number of seconds, or a number with ms, s, m, h or d.
 
-    >>> parse_duration("5m"), parse_duration("500ms"), parse_duration(2)
-    (300.0, 0.5, 2.0)
+    >>> parse_duration("5m"), parse_duration("500ms"), parse_duration("1.5h"), parse_duration(2)
+    (300.0, 0.5, 5400.0, 2.0)
+    >>> parse_duration("5x")
+    Traceback (most recent call last):
+    ValueError: invalid duration '5x': use a number with ms, s, m, h or d
     """
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m, h or d")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"invalid duration {value!r}: must not be negative")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"invalid duration {value!r}: must be a finite number >= 0")
         return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
     raise ValueError(f"invalid duration {value!r}: use a number with ms, s, m, h or d")
 
 
+def _pattern(regex: str, what: str) -> AfterValidator:
+    """A string check whose error says what was expected (not the regex)."""
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Name = Annotated[str, _pattern(r"[A-Za-z0-9_.-]+", "is not a name: use letters, digits, _ . -")]
+Url = Annotated[str, _pattern(r"https?://[^\s/?#]+\S*", "is not an http:// or https:// URL")]
+EnvName = Annotated[
+    str,
+    _pattern(
+        r"[A-Za-z_][A-Za-z0-9_]*",
+        "is not an environment variable name: a *_env key names the variable "
+        "that holds the secret, never the secret itself",
+    ),
+]
+_LABEL = r"[A-Za-z_][A-Za-z0-9_]*"
+Repo = Annotated[str, _pattern(r"[\w.-]+/[\w.-]+", "is not a GitHub repository: use owner/name")]
+LabelName = Annotated[str, _pattern(_LABEL, "is not a Prometheus label name")]
 Method = Literal["psi", "kl", "jensenshannon", "hellinger", "wasserstein", "ks", "chisquare"]
-_TESTS = ("ks", "chisquare")
-_ORDERED_ONLY = ("wasserstein", "ks")
+_TESTS = ("ks", "chisquare")  # they decide on a p-value, not a distance
+_ORDERED_ONLY = ("wasserstein", "ks")  # they need ordered values
 
 
 class _Settings(BaseModel):
@@ -77,15 +114,29 @@ class KafkaSettings(_Settings):
     predictions_topic: str = "driftline.predictions"
     ground_truth_topic: str = "driftline.ground-truth"
     dead_letter_topic: str = "driftline.dead-letter"
+    #: passed to the Kafka client as is
     consumer: dict[str, Any] = Field(default_factory=dict)
     producer: dict[str, Any] = Field(default_factory=dict)
-    sasl_password_env: str | None = None
+    sasl_password_env: EnvName | None = None
+    #: records per poll
     max_batch: int = Field(10_000, gt=0)
-    poll_timeout_ms: int = Field(500, gt=0)
+    poll_timeout_ms: int = Field(500, ge=0)
+
+    @field_validator("consumer", "producer")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if "password" in key.lower():
+                raise ValueError(
+                    f"@{key}: secrets do not belong in the YAML; "
+                    "name an environment variable in kafka.sasl_password_env"
+                )
+        return v
 
 
 class HttpSettings(_Settings):
     host: str = "0.0.0.0"
+    #: 0 asks the system for a free port (the demo and the tests use it)
     port: int = Field(9108, ge=0, le=65535)
 
 
@@ -111,7 +162,7 @@ class WindowSettings(_Settings):
         if self.pane <= 0:
             raise ValueError("@pane: must be longer than 0s")
         panes = self.size / self.pane
-        if self.size <= 0 or abs(panes - round(panes)) > 1e-9:
+        if round(panes) < 1 or abs(panes - round(panes)) > 1e-9:
             raise ValueError(
                 f"@size: {self.size:g}s must be a positive whole multiple of pane ({self.pane:g}s)"
             )
@@ -119,10 +170,27 @@ class WindowSettings(_Settings):
 
 
 class StateSettings(_Settings):
+    """Where checkpoints go: a directory or a compacted Kafka topic, exactly one."""
+
     dir: str | None = "./state"
     kafka_topic: str | None = None
-    checkpoint_interval: Duration = 30.0
+    checkpoint_interval: PositiveDuration = 30.0
     keep: int = Field(3, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _topic_replaces_default_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {k: (None if v == "" else v) for k, v in data.items()}
+            if data.get("kafka_topic") is not None and "dir" not in data:
+                data["dir"] = None
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_store(self) -> Self:
+        if (self.dir is None) == (self.kafka_topic is None):
+            raise ValueError("give exactly one of 'dir' or 'kafka_topic' (set the other to null)")
+        return self
 
 
 class FeatureSettings(_Settings):
@@ -133,9 +201,9 @@ class FeatureSettings(_Settings):
     def _bounds_ordered(self) -> Self:
         if self.bounds is not None:
             if self.type != "numerical":
-                raise ValueError("bounds apply to numerical features only")
+                raise ValueError("@bounds: bounds apply to numerical features only")
             if not self.bounds[0] < self.bounds[1]:
-                raise ValueError("bounds must be [low, high] with low < high")
+                raise ValueError("@bounds: must be [low, high] with low < high")
         return self
 
 
@@ -154,15 +222,21 @@ class ReferenceSettings(_Settings):
         return self
 
 
+def _check_pvalue(method: str | None, threshold: float | None, key: str) -> None:
+    if method in _TESTS and threshold is not None and threshold >= 1:
+        raise ValueError(f"@{key}: {method} decides on a p-value, so threshold must be < 1")
+
+
 class MethodSettings(_Settings):
     method: Method
+    #: a distance drifts when score >= threshold; a test (ks, chisquare) when p-value < threshold
     threshold: float = Field(gt=0)
+    #: methods exported besides the deciding one, as a second opinion
     report: tuple[Method, ...] = ()
 
     @model_validator(mode="after")
     def _pvalue_threshold(self) -> Self:
-        if self.method in _TESTS and self.threshold >= 1:
-            raise ValueError(f"{self.method} decides on a p-value: threshold must be < 1")
+        _check_pvalue(self.method, self.threshold, "threshold")
         return self
 
 
@@ -183,17 +257,17 @@ class DriftSettings(_Settings):
     numerical: MethodSettings = Field(default_factory=_numerical_default)
     categorical: MethodSettings = Field(default_factory=_categorical_default)
     min_events: int = Field(100, ge=1)
+    #: per feature name
     overrides: dict[str, OverrideSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _categorical_methods(self) -> Self:
-        v = self.categorical
-        for m in (v.method, *v.report):
+        c = self.categorical
+        keys = [("categorical.method", c.method)]
+        keys += [(f"categorical.report[{i}]", m) for i, m in enumerate(c.report)]
+        for key, m in keys:
             if m in _ORDERED_ONLY:
-                raise ValueError(
-                    f"@categorical.method: {m} needs ordered values; "
-                    "it cannot judge categorical features"
-                )
+                raise ValueError(f"@{key}: {m} needs ordered values; it cannot judge categories")
         return self
 
 
@@ -211,61 +285,87 @@ class BinningSettings(_Settings):
     @model_validator(mode="after")
     def _coarse_le_fine(self) -> Self:
         if self.coarse_bins > self.quantiles:
-            raise ValueError("coarse_bins must not exceed quantiles")
+            raise ValueError(f"@coarse_bins: must not exceed quantiles ({self.quantiles})")
         return self
 
 
 class ModelSettings(_Settings):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Name
     task: Literal["binary_classification", "multiclass_classification", "regression"] = (
         "binary_classification"
     )
     positive_label: str | None = None
     decision_threshold: float = Field(0.5, ge=0, le=1)
     reference: ReferenceSettings
+    #: optional; inferred from the reference when empty, the full schema otherwise
     features: dict[str, FeatureSettings] = Field(default_factory=dict)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     binning: BinningSettings = Field(default_factory=BinningSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @model_validator(mode="after")
-    def _overrides_fit(self) -> Self:
+    def _consistent(self) -> Self:
+        if self.positive_label is not None and self.task != "binary_classification":
+            raise ValueError("@positive_label: applies to binary_classification only")
         for name, o in self.drift.overrides.items():
-            f = self.features.get(name)
-            if f is not None and f.type == "categorical" and o.method in _ORDERED_ONLY:
+            key = f"drift.overrides.{name}"
+            feature = self.features.get(name)
+            if self.features and feature is None:
+                known = ", ".join(self.features)
+                raise ValueError(f"@{key}: no feature {name!r} in features ({known})")
+            kind = feature.type if feature else None
+            if kind == "categorical" and o.method in _ORDERED_ONLY:
                 raise ValueError(
-                    f"@drift.overrides.{name}.method: {o.method} needs ordered values; "
-                    f"{name} is categorical"
+                    f"@{key}.method: {o.method} needs ordered values; {name} is categorical"
                 )
+            base = {"numerical": self.drift.numerical, "categorical": self.drift.categorical}
+            method = o.method or (base[kind].method if kind else None)
+            threshold = o.threshold
+            if threshold is None and kind:
+                threshold = base[kind].threshold
+            _check_pvalue(method, threshold, f"{key}.threshold")
         return self
 
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
-_URL = r"^https?://\S+$"
 
 
 class AlertRule(_Settings):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    alert: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    metric: Annotated[str, Field(pattern=r"^driftline_[a-z0-9_]+$")]
-    match: dict[str, str] = Field(default_factory=dict)
+    alert: Annotated[str, _pattern(_LABEL, "is not an alert name: letters, digits and _")]
+    metric: Annotated[
+        str, _pattern(r"driftline_[A-Za-z0-9_]+", "is not a driftline metric (driftline_...)")
+    ]
+    #: label matchers, all must hold
+    match: dict[LabelName, str] = Field(default_factory=dict)
     op: Op = ">="
     threshold: float
+    #: the condition must hold this long before the alert fires
     for_: Duration = Field(0.0, alias="for")
+    #: hysteresis: keep firing this long after the condition stops holding
     keep_firing_for: Duration = 0.0
     severity: str = "warning"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelName, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class Sink(_Settings):
-    name: str
+    name: Name
     type: Literal["webhook", "alertmanager", "slack"]
-    url: Annotated[str, Field(pattern=_URL)]
-    secret_env: str | None = None
+    url: Url
+    #: Standard Webhooks signing when set
+    secret_env: EnvName | None = None
     send_resolved: bool = True
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
+
+
+def _no_duplicates(names: list[str], key: str, field: str) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise ValueError(f"@{key}[{i}].{field}: duplicate {field} {n!r}")
+        seen.add(n)
 
 
 class AlertSettings(_Settings):
@@ -279,32 +379,45 @@ class AlertSettings(_Settings):
         return self
 
 
+# fields a retraining target type needs, and fields that mean something to one type only
+_TARGET_NEEDS = {
+    "airflow": ("dag_id",),
+    "github": ("repo", "token_env"),
+    "kubeflow": ("pipeline_id",),
+}
+_TARGET_ONLY = {"dag_id": "airflow", "repo": "github", "pipeline_id": "kubeflow"}
+
+
 class RetrainingTarget(_Settings):
     type: Literal["http", "airflow", "github", "kubeflow"]
-    url: Annotated[str, Field(pattern=_URL)]
-    secret_env: str | None = None
-    token_env: str | None = None
+    url: Url
+    #: Standard Webhooks signing of the request when set
+    secret_env: EnvName | None = None
+    #: bearer token (GitHub, Airflow, Kubeflow)
+    token_env: EnvName | None = None
     dag_id: str | None = None
-    repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")] | None = None
+    repo: Repo | None = None
     event_type: str = "driftline-retrain"
     pipeline_id: str | None = None
 
     @model_validator(mode="after")
     def _target_fields(self) -> Self:
-        if self.type == "airflow" and not self.dag_id:
-            raise ValueError("an airflow target needs dag_id")
-        if self.type == "github" and not self.repo:
-            raise ValueError("a github target needs repo: owner/name")
-        if self.type == "kubeflow" and not self.pipeline_id:
-            raise ValueError("a kubeflow target needs pipeline_id")
+        for key in _TARGET_NEEDS.get(self.type, ()):
+            if not getattr(self, key):
+                raise ValueError(f"@{key}: a {self.type} target needs {key}")
+        for key, kind in _TARGET_ONLY.items():
+            if getattr(self, key) is not None and self.type != kind:
+                raise ValueError(f"@{key}: applies to {kind} targets only, not {self.type}")
         return self
 
 
 class RetrainingSettings(_Settings):
     model: str
+    #: alert rules (by `alert` name) whose firing requests a retraining
     on_alerts: list[str] = Field(default_factory=list)
     cooldown: Duration = 6 * 3600.0
     max_per_day: int = Field(2, ge=1)
+    #: 5-field cron, UTC: retrain on this schedule regardless of alerts
     schedule: str | None = None
     target: RetrainingTarget
 
@@ -315,53 +428,71 @@ class RetrainingSettings(_Settings):
             parse_cron(v)
         return v
 
+    @model_validator(mode="after")
+    def _fires_somehow(self) -> Self:
+        if not self.on_alerts and self.schedule is None:
+            raise ValueError("give on_alerts, a schedule or both; otherwise it never fires")
+        return self
 
-_CRON_FIELDS: tuple[tuple[str, int, int], ...] = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTHS)}),
+    ("day of week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),  # 0 and 7 are Sunday
 )
 
 
 def parse_cron(expr: str) -> tuple[frozenset[int], ...]:
-    """The allowed values of each of the five fields of a cron expression.
+    """The allowed values of the five fields (minute, hour, day of month, month, day of
+    week) of a cron expression. Names (``jan``, ``sun``) are accepted; Sunday is 0.
 
-    >>> [sorted(f)[:3] for f in parse_cron("*/15 3 * * 0")]
+    >>> [sorted(f)[:3] for f in parse_cron("*/15 3 * * 7")]
     [[0, 15, 30], [3], [1, 2, 3], [1, 2, 3], [0]]
+    >>> sorted(parse_cron("0 0 1 jan-mar mon-fri")[4])
+    [1, 2, 3, 4, 5]
     """
     parts = expr.split()
     if len(parts) != 5:
-        raise ValueError(f"cron schedule {expr!r} must have 5 fields, has {len(parts)}")
+        raise ValueError(
+            f"cron schedule {expr!r} must have 5 fields "
+            f"(minute hour day-of-month month day-of-week), not {len(parts)}"
+        )
     out = []
-    for text, (name, lo, hi) in zip(parts, _CRON_FIELDS, strict=True):
-        values: set[int] = set()
-        for item in text.split(","):
-            rng, _, step_text = item.partition("/")
-            step = int(step_text) if step_text.isdigit() else (1 if not step_text else 0)
-            if step <= 0:
-                raise ValueError(f"cron {name} field {item!r}: bad step")
-            if rng == "*":
-                start, end = lo, hi
-            else:
-                a, _, b = rng.partition("-")
-                if not a.isdigit() or (b and not b.isdigit()):
-                    raise ValueError(f"cron {name} field {item!r}: not a number or range")
-                start, end = int(a), int(b) if b else (hi if step_text else int(a))
-            if not lo <= start <= end <= hi:
-                raise ValueError(f"cron {name} field {item!r}: outside {lo}-{hi}")
-            values.update(range(start, end + 1, step))
+    for text, (name, lo, hi, names) in zip(parts, _CRON_FIELDS, strict=True):
+        values = {v for item in text.split(",") for v in _cron_item(item, name, lo, hi, names)}
+        if name == "day of week" and 7 in values:
+            values = (values - {7}) | {0}
         out.append(frozenset(values))
     return tuple(out)
 
 
-def _no_duplicates(names: list[str], key: str, field: str) -> None:
-    seen: set[str] = set()
-    for i, n in enumerate(names):
-        if n in seen:
-            raise ValueError(f"@{key}[{i}].{field}: duplicate {n!r}")
-        seen.add(n)
+def _cron_item(item: str, name: str, lo: int, hi: int, names: dict[str, int]) -> range:
+    """``*``, ``n``, ``a-b``, each with an optional ``/step``."""
+
+    def number(s: str) -> int:
+        if s.isdigit():
+            return int(s)
+        if s.lower() in names:
+            return names[s.lower()]
+        raise ValueError(f"cron {name} field {item!r}: {s!r} is not a number")
+
+    rng, slash, step_text = item.partition("/")
+    step = number(step_text) if slash else 1
+    if step < 1:
+        raise ValueError(f"cron {name} field {item!r}: the step must be at least 1")
+    if rng == "*":
+        start, end = lo, hi
+    else:
+        a, dash, b = rng.partition("-")
+        start = number(a)
+        end = number(b) if dash else (hi if slash else start)
+    if not lo <= start <= end <= hi:
+        raise ValueError(f"cron {name} field {item!r}: outside {lo}-{hi} or reversed")
+    return range(start, end + 1, step)
 
 
 class DriftlineConfig(_Settings):
@@ -376,17 +507,17 @@ class DriftlineConfig(_Settings):
 
     @model_validator(mode="after")
     def _references(self) -> Self:
-        # Messages start with "@key.path: " so the file loader can name the key.
-        seen: set[str] = set()
-        for i, m in enumerate(self.models):
-            if m.name in seen:
-                raise ValueError(f"@models[{i}].name: duplicate model name {m.name!r}")
-            seen.add(m.name)
+        _no_duplicates([m.name for m in self.models], "models", "name")
+        models = {m.name for m in self.models}
         alerts = {r.alert for r in self.alerts.rules}
         for i, r in enumerate(self.retraining):
-            if r.model not in seen:
-                raise ValueError(f"@retraining[{i}].model: unknown model {r.model!r}")
+            if r.model not in models:
+                known = ", ".join(sorted(models))
+                raise ValueError(f"@retraining[{i}].model: unknown model {r.model!r} ({known})")
             for j, a in enumerate(r.on_alerts):
                 if a not in alerts:
-                    raise ValueError(f"@retraining[{i}].on_alerts[{j}]: unknown alert rule {a!r}")
+                    known = ", ".join(sorted(alerts)) or "none configured"
+                    raise ValueError(
+                        f"@retraining[{i}].on_alerts[{j}]: unknown alert rule {a!r} ({known})"
+                    )
         return self
