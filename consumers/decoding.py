@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -26,7 +26,14 @@ from numpy.typing import NDArray
 from monitor.events import MISMATCH, NONFINITE, EventBatch
 from monitor.schema import FeatureKind, FeatureSpec
 
-__all__ = ["BatchDecoder", "DecodedBatch", "Invalid", "Reason"]
+__all__ = [
+    "BatchDecoder",
+    "DecodedBatch",
+    "GroundTruthBatch",
+    "GroundTruthDecoder",
+    "Invalid",
+    "Reason",
+]
 
 
 class Reason:
@@ -539,3 +546,70 @@ def _raw_columns(model: str, raw: list[tuple[Any, ...]]) -> EventBatch:
         label=label,
         latency_ms=np.array([row[4] for row in raw], dtype=np.float64),
     )
+
+
+class _GroundTruth(msgspec.Struct, gc=False):
+    event_id: str
+    model: str
+    label: str | int | float | bool
+    timestamp: _Timestamp = None
+
+
+@dataclass
+class GroundTruthBatch:
+    """Decoded ground-truth events of one partition, per model."""
+
+    labels: dict[str, tuple[list[str], NDArray[np.object_], NDArray[np.float64]]] = field(
+        default_factory=dict
+    )
+    invalid: list[Invalid] = field(default_factory=list)
+
+    @property
+    def valid(self) -> int:
+        return sum(len(ids) for ids, _, _ in self.labels.values())
+
+
+class GroundTruthDecoder:
+    """Decodes ``{"event_id", "model", "label", "timestamp"}`` records."""
+
+    def __init__(self, models: Iterable[str], *, max_record_bytes: int = 1 << 20) -> None:
+        self.models = frozenset(models)
+        self.max_record_bytes = max_record_bytes
+        self._decoder = msgspec.json.Decoder(_GroundTruth)
+
+    def decode(
+        self, values: Sequence[bytes | None], record_times: Sequence[float]
+    ) -> GroundTruthBatch:
+        out = GroundTruthBatch()
+        rows: dict[str, tuple[list[str], list[Any], list[float]]] = {}
+        for i, value in enumerate(values):
+            if value is None or len(value) == 0:
+                out.invalid.append(Invalid(i, "unknown", Reason.EMPTY, "record has no value"))
+                continue
+            if len(value) > self.max_record_bytes:
+                out.invalid.append(Invalid(i, "unknown", Reason.OVERSIZE, f"{len(value)} bytes"))
+                continue
+            try:
+                gt = self._decoder.decode(value)
+            except msgspec.DecodeError as exc:
+                reason = (
+                    Reason.INVALID_FIELD
+                    if isinstance(exc, msgspec.ValidationError)
+                    else Reason.INVALID_JSON
+                )
+                out.invalid.append(Invalid(i, "unknown", reason, str(exc)[:200]))
+                continue
+            if gt.model not in self.models:
+                out.invalid.append(
+                    Invalid(i, "unknown", Reason.UNKNOWN_MODEL, f"model {gt.model[:100]!r}")
+                )
+                continue
+            ids, labels, times = rows.setdefault(gt.model, ([], [], []))
+            ids.append(gt.event_id)
+            labels.append(gt.label)
+            times.append(_epoch(gt.timestamp, record_times[i]))
+        for model, (ids, labels, times) in rows.items():
+            y = np.empty(len(labels), dtype=object)
+            y[:] = labels
+            out.labels[model] = (ids, y, np.array(times, dtype=np.float64))
+        return out

@@ -16,7 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from monitor.evaluation import ModelEvaluation
-from monitor.model_state import LATENCY_BUCKETS
+from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS
 
 __all__ = ["DriftlineCollector", "ModelCounters", "StateSnapshot"]
 
@@ -31,6 +31,10 @@ class ModelCounters:
     window_events: int = 0
     latency_buckets: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
     latency_sum: float = 0.0
+    delay_buckets: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS) + 1)
+    delay_sum: float = 0.0
+    unjoined: Mapping[str, int] = field(default_factory=dict)
+    labels_outside_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,10 +124,28 @@ class DriftlineCollector(Collector):
                 cumulative += count
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency.add_metric([model], buckets, c.latency_sum)
+        delay = HistogramMetricFamily(
+            "driftline_label_delay_seconds",
+            "Time from a prediction to its ground truth, for joined pairs",
+            labels=["model"],
+            unit="seconds",
+        )
+        unjoined = CounterMetricFamily(
+            "driftline_labels_unjoined",
+            "Predictions or labels that never joined (expired, evicted, duplicate)",
+            labels=["model", "reason"],
+        )
+        for model, c in sorted(s.counters.items()):
+            delay.add_metric([model], _buckets(DELAY_BUCKETS, c.delay_buckets), c.delay_sum)
+            for reason, n in sorted(c.unjoined.items()):
+                unjoined.add_metric([model, reason], n)
+            unjoined.add_metric([model, "outside_window"], c.labels_outside_window)
         yield events
         yield late
         yield window
         yield latency
+        yield delay
+        yield unjoined
 
         invalid = CounterMetricFamily(
             "driftline_events_invalid_total",
@@ -144,6 +166,15 @@ class DriftlineCollector(Collector):
         yield unexpected
 
         yield from _evaluation_metrics(s.evaluations)
+
+
+def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    """Cumulative Prometheus buckets from per-bucket counts (the last is +Inf)."""
+    cumulative, out = 0, []
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+    return out
 
 
 def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[Metric]:
@@ -193,6 +224,21 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
         "Drift score of the model output",
         labels=["model", "method"],
     )
+    performance = GaugeMetricFamily(
+        "driftline_model_performance",
+        "Realized performance on the labels joined to the window's predictions",
+        labels=["model", "metric"],
+    )
+    estimated = GaugeMetricFamily(
+        "driftline_model_performance_estimated",
+        "Confidence-based estimate over all the window's predictions (calibrated scores)",
+        labels=["model", "metric"],
+    )
+    coverage = GaugeMetricFamily(
+        "driftline_label_coverage_ratio",
+        "Share of the window's predictions that have their ground truth",
+        labels=["model"],
+    )
     last = GaugeMetricFamily(
         "driftline_last_evaluation_timestamp_seconds",
         "When the model's window was last evaluated",
@@ -222,7 +268,14 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
                     new_category.add_metric(labels, f.new_category_ratio)
         for s in ev.prediction:
             prediction.add_metric([model, s.method], s.score)
+        for metric, value in sorted(ev.performance.items()):
+            performance.add_metric([model, metric], value)
+        for metric, value in sorted(ev.estimated.items()):
+            estimated.add_metric([model, metric], value)
+        if ev.label_coverage is not None:
+            coverage.add_metric([model], ev.label_coverage)
     yield from (score, pvalue, threshold, drifted, ratio, missing, mismatch, nonfinite)
     yield from (out_of_range, new_category)
     yield prediction
+    yield from (performance, estimated, coverage)
     yield last

@@ -42,7 +42,7 @@ from consumers.checkpoints import (
     decode_checkpoint,
     encode_checkpoint,
 )
-from consumers.decoding import DecodedBatch, Invalid
+from consumers.decoding import DecodedBatch, GroundTruthBatch, Invalid
 from consumers.service import CheckpointInfo, Service
 from monitor.config import KafkaSettings, StateSettings
 
@@ -140,7 +140,10 @@ class ConsumerLoop:
     def run(self, stop: threading.Event) -> None:
         consumer = self._consumer = self._new_consumer()
         producer = self._new_producer()
-        consumer.subscribe([self.kafka.predictions_topic], listener=_Listener(self))
+        # Both topics must be co-partitioned (same partition count, keyed by event_id, as
+        # the PredictionLogger does) so that partition p of each meets in one instance.
+        topics = [self.kafka.predictions_topic, self.kafka.ground_truth_topic]
+        consumer.subscribe(topics, listener=_Listener(self))
         session_s = consumer.config["session_timeout_ms"] / 1000.0
         backoff = 0.5
         try:
@@ -176,7 +179,10 @@ class ConsumerLoop:
                     backoff = 0.5
                     now = self.clock()
                     for tp, batch in decoded:
-                        self.service.handle(batch, now, tp.partition)
+                        if isinstance(batch, GroundTruthBatch):
+                            self.service.handle_ground_truth(batch, now, tp.partition)
+                        else:
+                            self.service.handle(batch, now, tp.partition)
                         self._positions[tp] = polled[tp][-1].offset + 1
                     self.batches += 1
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
@@ -215,8 +221,10 @@ class ConsumerLoop:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _key(self, tp: TopicPartition) -> str:
-        return f"{self.kafka.group_id}/{tp.topic}/{tp.partition}"
+    def _key(self, partition: int) -> str:
+        # One checkpoint per partition number: it holds the state of partition p of both
+        # topics and the offset of each.
+        return f"{self.kafka.group_id}/partition-{partition}"
 
     def checkpoint_and_commit(self, positions: Mapping[TopicPartition, int]) -> None:
         """Make the state of ``positions`` durable, then commit exactly those offsets."""
@@ -241,17 +249,23 @@ class ConsumerLoop:
         if self.store is None:
             return
         start, size = time.perf_counter(), 0
-        for tp, offset in offsets.items():
+        for partition in sorted({tp.partition for tp in offsets}):
+            # every topic's position in this partition number, not just the ones passed in
+            topic_offsets = {
+                tp.topic: o for tp, o in self._positions.items() if tp.partition == partition
+            }
+            topic_offsets.update(
+                {tp.topic: o for tp, o in offsets.items() if tp.partition == partition}
+            )
             blob = encode_checkpoint(
                 {
-                    "topic": tp.topic,
-                    "partition": tp.partition,
-                    "offset": offset,
+                    "partition": partition,
+                    "offsets": topic_offsets,
                     "created_at": self.clock(),
-                    "state": self.service.partition_state(tp.partition),
+                    "state": self.service.partition_state(partition),
                 }
             )
-            self.store.save(self._key(tp), blob)
+            self.store.save(self._key(partition), blob)
             size += len(blob)
         self.service.checkpoint = CheckpointInfo(
             at=self.clock(), duration=time.perf_counter() - start, size=size
@@ -259,26 +273,32 @@ class ConsumerLoop:
 
     def restore(self, partitions: Iterable[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
+        by_number: dict[int, list[TopicPartition]] = {}
         for tp in partitions:
+            by_number.setdefault(tp.partition, []).append(tp)
+        for partition, tps in sorted(by_number.items()):
             if self.store is None:
                 continue
             try:
-                blob = self.store.load(self._key(tp))
+                blob = self.store.load(self._key(partition))
                 data = decode_checkpoint(blob) if blob is not None else None
             except CheckpointError as exc:
                 log.error(
-                    "checkpoint not restored", extra={"partition": tp.partition, "error": str(exc)}
+                    "checkpoint not restored", extra={"partition": partition, "error": str(exc)}
                 )
                 data = None
             if data is None:
                 continue
-            self.service.restore_partition(tp.partition, data["state"], self.clock())
-            offset = int(data["offset"])
-            self._positions[tp] = offset
-            self._consumer.seek(tp, offset)
+            self.service.restore_partition(partition, data["state"], self.clock())
+            for tp in tps:
+                offset = data["offsets"].get(tp.topic)
+                if offset is None:
+                    continue
+                self._positions[tp] = int(offset)
+                self._consumer.seek(tp, int(offset))
             log.info(
                 "restored partition from checkpoint",
-                extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+                extra={"partition": partition, "offsets": data["offsets"]},
             )
 
     def release(self, partitions: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
@@ -295,23 +315,27 @@ class ConsumerLoop:
         now = self.clock()
         for tp in gone:
             self._positions.pop(tp, None)
-            self.service.drop_partition(tp.partition, now)
+        for partition in {tp.partition for tp in gone}:
+            self.service.drop_partition(partition, now)
         return offsets
 
     # -- dead letters ------------------------------------------------------------------
 
     def _dead_letter_all(
         self, producer: Any, polled: Mapping[TopicPartition, list[Any]]
-    ) -> list[tuple[TopicPartition, DecodedBatch]]:
+    ) -> list[tuple[TopicPartition, DecodedBatch | GroundTruthBatch]]:
         """Decode each partition's records; dead-letter the unusable ones, durably."""
-        decoded, futures = [], []
+        decoded: list[tuple[TopicPartition, DecodedBatch | GroundTruthBatch]] = []
+        futures = []
         for tp in sorted(polled, key=_tp_key):
             records = polled[tp]
-            batch = self.service.decoder.decode(
-                [r.value for r in records],
-                [r.timestamp / 1000.0 for r in records],
-                now=self.clock(),
-            )
+            values = [r.value for r in records]
+            times = [r.timestamp / 1000.0 for r in records]
+            batch: DecodedBatch | GroundTruthBatch
+            if tp.topic == self.kafka.ground_truth_topic:
+                batch = self.service.ground_truth_decoder.decode(values, times)
+            else:
+                batch = self.service.decoder.decode(values, times, now=self.clock())
             decoded.append((tp, batch))
             for inv in batch.invalid:
                 futures.append(self._send_dead_letter(producer, records[inv.index], inv))

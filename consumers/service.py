@@ -20,13 +20,16 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from consumers.decoding import BatchDecoder, DecodedBatch
+from consumers.decoding import BatchDecoder, DecodedBatch, GroundTruthBatch, GroundTruthDecoder
 from consumers.exporter import DriftlineCollector, ModelCounters, StateSnapshot
 from consumers.reference_files import read_columns, read_profile
+from monitor.binning import CategoricalBins
 from monitor.config import DriftlineConfig, ModelSettings
 from monitor.evaluation import DriftPolicy, MethodChoice, ModelEvaluation
 from monitor.events import EventBatch
-from monitor.model_state import LATENCY_BUCKETS, ModelMonitor, WindowSpec
+from monitor.label_join import LabelJoin
+from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor, WindowSpec
+from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
 from monitor.stream_reference import StreamReference
@@ -88,6 +91,31 @@ def policy_of(settings: ModelSettings) -> DriftPolicy:
     return DriftPolicy(numerical, categorical, d.min_events, overrides)
 
 
+def accumulators_of(
+    settings: ModelSettings, profile: ReferenceProfile
+) -> tuple[PerformanceAccumulator | None, ExpectedPerformance | None]:
+    """Realized and estimated performance of a model's task.
+
+    Binary classification compares labels with ``positive_label`` (default ``"1"``);
+    multiclass needs the classes, taken from the reference's predictions.
+    """
+    task = settings.task
+    if task == "binary_classification":
+        positive = settings.positive_label if settings.positive_label is not None else "1"
+        threshold = settings.decision_threshold
+        return (
+            accumulator_for(task, positive_label=positive, decision_threshold=threshold),
+            ExpectedPerformance(threshold),
+        )
+    if task == "regression":
+        return accumulator_for(task, positive_label=None), None
+    pred = profile.prediction
+    if pred is not None and isinstance(pred.bins, CategoricalBins):
+        return accumulator_for(task, positive_label=None, classes=pred.bins.categories), None
+    log.warning("model %s: no reference predictions to take classes from", settings.name)
+    return None, None
+
+
 def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> ReferenceProfile:
     """The reference profile of a model configured with ``reference.path``."""
     assert settings.reference.path is not None
@@ -135,6 +163,15 @@ class _Model:
     evaluation: ModelEvaluation | None = None
     #: valid events per partition, including those taken for a stream reference
     partition_predictions: Counter[int] = field(default_factory=Counter)
+    partition_ground_truth: Counter[int] = field(default_factory=Counter)
+    joins: dict[int, LabelJoin] = field(default_factory=dict)
+
+    def join(self, partition: int) -> LabelJoin:
+        j = self.joins.get(partition)
+        if j is None:
+            j = self.joins[partition] = LabelJoin()
+        return j
+
     extra_features: Counter[str] = field(default_factory=Counter)
 
     def count_extra(self, extra: Counter[str]) -> None:
@@ -150,11 +187,14 @@ class _Model:
             return None
         m = self.monitors.get(partition)
         if m is None:
+            performance, expected = accumulators_of(self.settings, self.profile)
             m = self.monitors[partition] = ModelMonitor(
                 self.profile,
                 windows,
                 self.policy,
                 range_margin=self.settings.quality.range_margin,
+                performance=performance,
+                expected=expected,
             )
         return m
 
@@ -210,6 +250,9 @@ class Service:
         )
         #: dead-lettered records per partition, by (model, reason)
         self._invalid: dict[int, Counter[tuple[str, str]]] = {}
+        self.ground_truth_decoder = GroundTruthDecoder(
+            self._models, max_record_bytes=v.max_record_bytes
+        )
         self.assigned = False
         self.kafka_connected = False
         self.consumer_lag: dict[tuple[str, int], int] = {}
@@ -234,10 +277,38 @@ class Service:
                 if model.stream_reference is not None:
                     batch = self._feed_stream_reference(model, batch)
                 monitor = model.monitor(partition, self.windows)
-                if monitor is not None and monitor.ingest(batch):
+                if monitor is None:
+                    continue
+                moved = monitor.ingest(batch)
+                joined = model.join(partition).add_predictions(
+                    batch.event_id,
+                    batch.event_time,
+                    batch.score,
+                    batch.label,
+                    batch.model_version,
+                    now,
+                )
+                if len(joined):
+                    monitor.add_joined(joined)
+                if moved or len(joined):
                     model.evaluate(now)
                     evaluated.append(name)
         return evaluated
+
+    def handle_ground_truth(self, batch: GroundTruthBatch, now: float, partition: int = 0) -> None:
+        """Join a partition's labels to their predictions and count them in their panes."""
+        with self._lock:
+            invalid = self._invalid.setdefault(partition, Counter())
+            for inv in batch.invalid:
+                invalid[(inv.model, inv.reason)] += 1
+            for name, (ids, y_true, times) in batch.labels.items():
+                model = self._models[name]
+                model.partition_ground_truth[partition] += len(ids)
+                joined = model.join(partition).add_labels(ids, y_true, times, now)
+                monitor = model.monitors.get(partition)
+                if len(joined) and monitor is not None:
+                    monitor.add_joined(joined)
+                    model.evaluate(now)
 
     def _feed_stream_reference(self, model: _Model, batch: EventBatch) -> EventBatch:
         ref = model.stream_reference
@@ -273,8 +344,11 @@ class Service:
             models: dict[str, Any] = {}
             for name, m in self._models.items():
                 monitor = m.monitors.get(partition)
+                join = m.joins.get(partition)
                 models[name] = {
                     "predictions": m.partition_predictions.get(partition, 0),
+                    "ground_truth": m.partition_ground_truth.get(partition, 0),
+                    "join": join.snapshot() if join is not None else None,
                     "monitor": monitor.snapshot() if monitor is not None else None,
                     # a reference built from the stream must survive the restart with the
                     # windows counted against it
@@ -303,6 +377,11 @@ class Service:
                         m.stream_reference.profiled_versions.add(profile.model_version)
                         self.decoder.set_schema(name, profile.specs)
                 m.partition_predictions[partition] = int(data["predictions"])
+                m.partition_ground_truth[partition] = int(data.get("ground_truth", 0))
+                if data.get("join") is not None:
+                    m.joins[partition] = LabelJoin.restore(data["join"])
+                else:
+                    m.joins.pop(partition, None)
                 m.monitors.pop(partition, None)
                 if data["monitor"] is not None:
                     monitor = m.monitor(partition, self.windows)
@@ -320,7 +399,9 @@ class Service:
         with self._lock:
             for m in self._models.values():
                 m.monitors.pop(partition, None)
+                m.joins.pop(partition, None)
                 m.partition_predictions.pop(partition, None)
+                m.partition_ground_truth.pop(partition, None)
                 if m.monitors:
                     m.evaluate(now)
                 else:
@@ -349,8 +430,21 @@ class Service:
                 buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
                 for mon in m.monitors.values():
                     buckets += mon.latency_buckets
+                delay = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
+                for mon in m.monitors.values():
+                    delay += mon.delay_buckets
+                unjoined: Counter[str] = Counter()
+                for j in m.joins.values():
+                    unjoined.update(j.dropped)
                 counters[name] = ModelCounters(
                     predictions=m.predictions,
+                    ground_truth=sum(m.partition_ground_truth.values()),
+                    delay_buckets=tuple(delay.tolist()),
+                    delay_sum=sum(mon.delay_sum for mon in m.monitors.values()),
+                    unjoined=dict(unjoined),
+                    labels_outside_window=sum(
+                        mon.labels_outside_window for mon in m.monitors.values()
+                    ),
                     late=m.late,
                     window_events=m.window_events,
                     latency_buckets=tuple(buckets.tolist()),

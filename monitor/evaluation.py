@@ -95,6 +95,12 @@ class ModelEvaluation:
     min_events: int
     features: tuple[FeatureEvaluation, ...]
     prediction: tuple[DriftScore, ...] = ()
+    #: realized metrics on the labels joined to the window's predictions
+    performance: Mapping[str, float] = field(default_factory=dict)
+    #: confidence-based estimates over all the window's predictions (calibrated scores)
+    estimated: Mapping[str, float] = field(default_factory=dict)
+    label_coverage: float | None = None
+    labelled_events: int = 0
 
     @property
     def drifted_features_ratio(self) -> float | None:
@@ -123,5 +129,11 @@ class ModelEvaluation:
             "features": [f.to_dict() for f in self.features],
             "prediction_drift": {
                 s.method: {"score": s.score, "pvalue": s.pvalue} for s in self.prediction
+            },
+            "performance": {
+                "realized": dict(self.performance),
+                "estimated": dict(self.estimated),
+                "label_coverage": self.label_coverage,
+                "labelled_events": self.labelled_events,
             },
         }

@@ -17,15 +17,20 @@ from numpy.typing import NDArray
 from monitor.drift import DriftScore, compare, is_drifted
 from monitor.evaluation import DriftPolicy, FeatureEvaluation, ModelEvaluation
 from monitor.events import EventBatch
+from monitor.label_join import Joined
 from monitor.panes import CountLayout, FeatureSlots, PaneCounts
+from monitor.performance import ExpectedPerformance, PerformanceAccumulator
 from monitor.reference import FeatureProfile, ReferenceProfile
 from monitor.schema import FeatureKind
 from monitor.window import PaneWindow
 
-__all__ = ["LATENCY_BUCKETS", "ModelMonitor", "WindowSpec"]
+__all__ = ["DELAY_BUCKETS", "LATENCY_BUCKETS", "ModelMonitor", "WindowSpec"]
 
 #: Upper bounds (seconds) of the prediction-latency histogram buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Upper bounds (seconds) of the label-delay histogram: a second to a week.
+DELAY_BUCKETS: tuple[float, ...] = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 10800.0)
+DELAY_BUCKETS += (21600.0, 43200.0, 86400.0, 172800.0, 604800.0)
 _FINE_METHODS = frozenset({"wasserstein", "ks"})
 
 
@@ -51,17 +56,27 @@ class ModelMonitor:
         policy: DriftPolicy | None = None,
         *,
         range_margin: float = 0.0,
+        performance: PerformanceAccumulator | None = None,
+        expected: ExpectedPerformance | None = None,
     ) -> None:
         self.profile = profile
         self.policy = policy or DriftPolicy()
         self.layout = CountLayout(profile, range_margin)
-        size = self.layout.size
+        self.performance = performance
+        self.expected = expected
+        self._perf_size = performance.size if performance is not None else 0
+        self._extra = self._perf_size + (expected.size if expected is not None else 0)
+        size, extra = self.layout.size, self._extra
         self.window: PaneWindow[PaneCounts] = PaneWindow(
             windows.pane,
             windows.size_panes,
             windows.allowed_lateness,
-            lambda: PaneCounts.zeros(size),
+            lambda: PaneCounts.zeros(size, extra),
         )
+        self.labels_joined = 0
+        self.labels_outside_window = 0
+        self.delay_buckets = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
+        self.delay_sum = 0.0
         self.events_total = 0
         self.late_total = 0
         self.max_event_time = -math.inf
@@ -80,18 +95,28 @@ class ModelMonitor:
             "max_event_time": self.max_event_time,
             "latency_buckets": self.latency_buckets.copy(),
             "latency_sum": self.latency_sum,
+            "labels_joined": self.labels_joined,
+            "labels_outside_window": self.labels_outside_window,
+            "delay_buckets": self.delay_buckets.copy(),
+            "delay_sum": self.delay_sum,
             "window": self.window.snapshot(PaneCounts.snapshot),
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
         """Replace this monitor's counts with a :meth:`snapshot` taken on the same reference."""
-        size = self.layout.size
-        self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size))
+        size, extra = self.layout.size, self._extra
+        self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size, extra))
         self.events_total = int(data["events_total"])
         self.late_total = int(data["late_total"])
         self.max_event_time = float(data["max_event_time"])
         self.latency_buckets = np.asarray(data["latency_buckets"], dtype=np.int64).copy()
         self.latency_sum = float(data["latency_sum"])
+        self.labels_joined = int(data.get("labels_joined", 0))
+        self.labels_outside_window = int(data.get("labels_outside_window", 0))
+        buckets = data.get("delay_buckets")
+        if buckets is not None:
+            self.delay_buckets = np.asarray(buckets, dtype=np.int64).copy()
+        self.delay_sum = float(data.get("delay_sum", 0.0))
 
     def ingest(self, batch: EventBatch) -> bool:
         """Count a batch into its panes; return True when the live window moved."""
@@ -112,10 +137,47 @@ class ModelMonitor:
             counts, sums = self.layout.bin_batch(batch, local.astype(np.intp), uniq.size)
             events = np.bincount(local, minlength=uniq.size)
             for j, index in enumerate(uniq.tolist()):
+                extra = np.zeros(self._extra)
+                if self.expected is not None:
+                    extra[self._perf_size :] = self.expected.accumulate(batch.score[local == j])
                 pane = self.window.pane(index)
-                pane += PaneCounts(int(events[j]), counts[j], sums[j])
+                pane += PaneCounts(int(events[j]), counts[j], sums[j], extra)
             self.max_event_time = max(self.max_event_time, float(batch.event_time.max()))
         return self.advance(self.max_event_time)
+
+    def add_joined(self, joined: Joined) -> int:
+        """Count labels joined to predictions in their predictions' panes.
+
+        A pane that has closed but is still in the window takes them too (and the window is
+        re-evaluated by the caller); returns how many fell on panes already out of it.
+        """
+        n = len(joined)
+        if n == 0:
+            return 0
+        delays = joined.label_time - joined.prediction_time
+        delays = np.maximum(delays[np.isfinite(delays)], 0.0)
+        self.delay_buckets += np.bincount(
+            np.searchsorted(DELAY_BUCKETS, delays, side="left"), minlength=self.delay_buckets.size
+        )
+        self.delay_sum += float(delays.sum())
+        self.labels_joined += n
+        if self.performance is None:
+            return 0
+        panes = self.window.pane_indices(joined.prediction_time)
+        uniq, local = np.unique(panes, return_inverse=True)
+        outside = 0
+        size = self.layout.size
+        for j, index in enumerate(uniq.tolist()):
+            m = local == j
+            extra = np.zeros(self._extra)
+            extra[: self._perf_size] = self.performance.accumulate(
+                joined.y_true[m], joined.score[m], joined.label[m]
+            )
+            value = PaneCounts(0, np.zeros(size, dtype=np.int64), np.zeros(size), extra)
+            if not self.window.add_to_pane(index, value):
+                outside += int(m.sum())
+        self.labels_outside_window += outside
+        return outside
 
     def advance(self, event_time: float) -> bool:
         """Move the watermark as if an event at ``event_time`` had been seen."""
@@ -145,7 +207,7 @@ class ModelMonitor:
         first = monitors[0]
         if len(monitors) == 1:
             return first.evaluate(now)
-        window = PaneCounts.zeros(first.layout.size)
+        window = PaneCounts.zeros(first.layout.size, first._extra)
         for m in monitors:
             window += m.window.window
         spans = [r for m in monitors if (r := m.window.window_range()) is not None]
@@ -167,6 +229,17 @@ class ModelMonitor:
             numerical = pslots.profile.kind is FeatureKind.NUMERICAL
             choice = self.policy.for_feature(pslots.profile.name, numerical)
             prediction = _scores(pslots, window, choice.methods)
+        performance: dict[str, float] = {}
+        estimated: dict[str, float] = {}
+        coverage = None
+        labelled = 0
+        if self.performance is not None:
+            acc = window.extra[: self._perf_size]
+            performance = self.performance.metrics(acc)
+            labelled = self.performance.pairs(acc)
+            coverage = labelled / window.events if window.events else None
+        if self.expected is not None:
+            estimated = self.expected.metrics(window.extra[self._perf_size :])
         return ModelEvaluation(
             model=self.model,
             evaluated_at=now,
@@ -177,6 +250,10 @@ class ModelMonitor:
             min_events=self.policy.min_events,
             features=features,
             prediction=prediction,
+            performance=performance,
+            estimated=estimated,
+            label_coverage=coverage,
+            labelled_events=labelled,
         )
 
     def _evaluate_feature(self, fs: FeatureSlots, window: PaneCounts) -> FeatureEvaluation:

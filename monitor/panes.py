@@ -10,7 +10,7 @@ or expiring one from a window is one vector addition or subtraction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -141,38 +141,59 @@ def _categorical_column(batch: EventBatch, name: str, n: int) -> NDArray[np.obje
 
 @dataclass
 class PaneCounts:
-    """Counts and value sums of the events of one pane (or a sum of panes)."""
+    """Counts and value sums of the events of one pane (or a sum of panes).
+
+    ``extra`` holds the pane's performance accumulators (labels joined to predictions made
+    in the pane, and the confidence-based expectation over all its predictions); it is
+    empty for a model without performance tracking.
+    """
 
     events: int
     counts: NDArray[np.int64]
     sums: NDArray[np.float64]
+    extra: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
-    def zeros(cls, size: int) -> PaneCounts:
-        return cls(0, np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.float64))
+    def zeros(cls, size: int, extra: int = 0) -> PaneCounts:
+        return cls(
+            0,
+            np.zeros(size, dtype=np.int64),
+            np.zeros(size, dtype=np.float64),
+            np.zeros(extra, dtype=np.float64),
+        )
 
     def copy(self) -> PaneCounts:
-        return PaneCounts(self.events, self.counts.copy(), self.sums.copy())
+        return PaneCounts(self.events, self.counts.copy(), self.sums.copy(), self.extra.copy())
 
     def __iadd__(self, other: PaneCounts) -> PaneCounts:
         self.events += other.events
         self.counts += other.counts
         self.sums += other.sums
+        if other.extra.size:
+            self.extra += other.extra
         return self
 
     def __isub__(self, other: PaneCounts) -> PaneCounts:
         self.events -= other.events
         self.counts -= other.counts
         self.sums -= other.sums
+        if other.extra.size:
+            self.extra -= other.extra
         return self
 
     def snapshot(self) -> dict[str, Any]:
-        return {"events": self.events, "counts": self.counts.copy(), "sums": self.sums.copy()}
+        return {
+            "events": self.events,
+            "counts": self.counts.copy(),
+            "sums": self.sums.copy(),
+            "extra": self.extra.copy(),
+        }
 
     @classmethod
-    def restore(cls, data: Mapping[str, Any], size: int) -> PaneCounts:
+    def restore(cls, data: Mapping[str, Any], size: int, extra: int = 0) -> PaneCounts:
         counts = np.asarray(data["counts"], dtype=np.int64)
         sums = np.asarray(data["sums"], dtype=np.float64)
-        if counts.shape != (size,) or sums.shape != (size,):
+        more = np.asarray(data.get("extra", np.zeros(extra)), dtype=np.float64)
+        if counts.shape != (size,) or sums.shape != (size,) or more.shape != (extra,):
             raise ValueError(f"pane of {counts.size} slots does not fit a layout of {size}")
-        return cls(int(data["events"]), counts.copy(), sums.copy())
+        return cls(int(data["events"]), counts.copy(), sums.copy(), more.copy())

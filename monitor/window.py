@@ -102,6 +102,23 @@ class PaneWindow(Generic[P]):
             self.window = self.window.__isub__(expired)
         return closing
 
+    def add_to_pane(self, index: int, value: P) -> bool:
+        """Add ``value`` to pane ``index`` even after it closed (while it is in the window).
+
+        Used for what arrives later but belongs to a pane's events, such as labels joined
+        to its predictions. Returns False when the pane already left the window.
+        """
+        if (index + 1) * self.pane_seconds > self.watermark:
+            pane = self.pane(index)
+            pane = pane.__iadd__(value)
+            return True
+        for i, pane in self.closed:
+            if i == index:
+                pane.__iadd__(value)
+                self.window = self.window.__iadd__(value)
+                return True
+        return False
+
     def snapshot(self, pane: Callable[[P], Any]) -> dict[str, Any]:
         """Plain data: watermark, open panes and the closed panes still in the window.
 
