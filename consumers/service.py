@@ -169,7 +169,8 @@ class _Model:
     def join(self, partition: int) -> LabelJoin:
         j = self.joins.get(partition)
         if j is None:
-            j = self.joins[partition] = LabelJoin()
+            labels = self.settings.labels
+            j = self.joins[partition] = LabelJoin(ttl=labels.ttl, capacity=labels.capacity)
         return j
 
     extra_features: Counter[str] = field(default_factory=Counter)

@@ -38,6 +38,7 @@ __all__ = [
     "MethodSettings",
     "ModelSettings",
     "OverrideSettings",
+    "LabelSettings",
     "QualitySettings",
     "ReferenceSettings",
     "RetrainingSettings",
@@ -277,6 +278,13 @@ class QualitySettings(_Settings):
     range_margin: float = Field(0.0, ge=0)
 
 
+class LabelSettings(_Settings):
+    """How long and how many predictions wait for their ground truth, and vice versa."""
+
+    ttl: Duration = 7 * 86400.0
+    capacity: int = Field(1_000_000, ge=1)
+
+
 class BinningSettings(_Settings):
     quantiles: int = Field(100, ge=10, le=1000)
     coarse_bins: int = Field(10, ge=2)
@@ -302,6 +310,7 @@ class ModelSettings(_Settings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     binning: BinningSettings = Field(default_factory=BinningSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
