@@ -1,9 +1,12 @@
 """``driftline demo``: embedded broker, the service, and a serving app whose traffic drifts.
 
-The simulated app serves a fraud model with four features. After 40% of the run, two of
-them drift (``amount`` grows 2.5x, ``country`` moves from FR to US). The demo shows the
-live per-feature drift and ends with a summary that checks the flagged features are
-exactly the drifted ones (exit code 1 otherwise).
+The simulated app serves a fraud model with four features and sends each prediction's
+ground truth a few seconds later. After 40% of the run, two features drift: ``amount``
+concentrates near the model's decision boundary and ``country`` moves from FR to US. The
+model's scores lose their confidence, so both the realized accuracy (from the delayed
+labels) and the estimated one (from the scores alone) fall. The demo shows the live
+per-feature drift and ends with a summary that checks the flagged features are exactly
+the drifted ones and that both accuracies fell (exit code 1 otherwise).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,15 +41,25 @@ _DEVICES = np.array(["ios", "android", "web"], dtype=object)
 
 def simulate(rng: np.random.Generator, n: int, drifted: bool) -> dict[str, Any]:
     """``n`` rows of the fraud model's inputs, before or after the drift."""
-    scale = 2.5 if drifted else 1.0
     country_p = [0.1, 0.2, 0.5, 0.1, 0.1] if drifted else [0.45, 0.25, 0.1, 0.1, 0.1]
-    amount = rng.lognormal(3.0, 0.8, n) * scale
-    age = rng.normal(40.0, 12.0, n).round()
     country = rng.choice(_COUNTRIES, n, p=country_p)
+    us = country == "US"
+    # after the drift, amounts sit where the model hesitates (its logit is near 0)
+    amount = rng.lognormal(3.13 - 0.27 * us, 0.1, n) if drifted else rng.lognormal(3.0, 0.8, n)
+    age = rng.normal(40.0, 12.0, n).round()
     device = rng.choice(_DEVICES, n, p=[0.4, 0.4, 0.2])
-    logit = -4.0 + 0.02 * np.log1p(amount) * 40 / 3 + (country == "US") * 0.5
+    logit = 3.0 * (np.log(amount) - 3.0) - 0.4 + 0.8 * us
     score = 1.0 / (1.0 + np.exp(-logit))
-    return {"amount": amount, "age": age, "country": country, "device": device, "prediction": score}
+    # the model is calibrated: the truth is drawn from its score
+    truth = np.where(rng.random(n) < score, "fraud", "ok")
+    return {
+        "amount": amount,
+        "age": age,
+        "country": country,
+        "device": device,
+        "prediction": score,
+        "truth": truth,
+    }
 
 
 def demo_config(reference: Path, bootstrap: str, window: float, http_port: int) -> DriftlineConfig:
@@ -99,7 +113,9 @@ def run_demo(
             bootstrap_servers = broker.bootstrap_servers
             print(f"embedded broker (Tansu) on {bootstrap_servers}", file=out)
         reference = workdir / "fraud_reference.csv"
-        _write_csv(reference, simulate(rng, 20_000, drifted=False))
+        ref = simulate(rng, 20_000, drifted=False)
+        del ref["truth"]
+        _write_csv(reference, ref)
         config = demo_config(reference, bootstrap_servers, window, http_port)
         k = config.kafka
         ensure_topics(
@@ -121,13 +137,17 @@ def run_demo(
         stack.callback(consumer.join, 10)
         stack.callback(stop.set)
         logger = stack.enter_context(
-            PredictionLogger(bootstrap_servers, predictions_topic=k.predictions_topic)
+            PredictionLogger(
+                bootstrap_servers,
+                predictions_topic=k.predictions_topic,
+                ground_truth_topic=k.ground_truth_topic,
+            )
         )
-        sent = _serve(logger, service, rng, duration, drift_at, rate, out)
+        sent, before = _serve(logger, service, rng, duration, drift_at, rate, out)
         logger.flush(timeout=10)
         _drain(service, sent, timeout=15)
         final = service.evaluation(MODEL)
-        return _summary(final, sent, service, out)
+        return _summary(before, final, sent, service, out)
     return 1  # pragma: no cover - ExitStack does not swallow exceptions
 
 
@@ -149,16 +169,21 @@ def _serve(
     drift_at: float,
     rate: float,
     out: TextIO,
-) -> int:
-    """Send predictions at ``rate`` per second for ``duration`` seconds; show live drift."""
+) -> tuple[int, ModelEvaluation | None]:
+    """Send predictions at ``rate`` per second for ``duration`` seconds, and each one's
+    ground truth 2-5 s later; show live drift. Returns the count and the last evaluation
+    before the drift."""
     start = time.time()
     sent, tick, next_view = 0, 0.1, start + 2.0
+    labels: deque[tuple[float, str, str]] = deque()
+    before = None
     while (now := time.time()) < start + duration:
         due = int((now - start) * rate) - sent
         if due > 0:
             rows = simulate(rng, due, drifted=now - start >= drift_at)
+            delays = rng.uniform(2.0, 5.0, due)
             for i in range(due):
-                logger.log_prediction(
+                event_id = logger.log_prediction(
                     MODEL,
                     {f: _py(rows[f][i]) for f in FEATURES},
                     float(rows["prediction"][i]),
@@ -166,12 +191,21 @@ def _serve(
                     timestamp=now,
                     latency_ms=float(rng.gamma(2.0, 2.0)),
                 )
+                labels.append((now + float(delays[i]), event_id, str(rows["truth"][i])))
             sent += due
+        while labels and (labels[0][0] <= now or now - start + tick >= duration):
+            at, event_id, truth = labels.popleft()
+            logger.log_ground_truth(event_id, MODEL, truth, timestamp=at)
         if now >= next_view:
-            _view(service.evaluation(MODEL), now - start, drift_at, out)
+            ev = service.evaluation(MODEL)
+            if now - start < drift_at:
+                before = ev
+            _view(ev, now - start, drift_at, out)
             next_view += 3.0
         time.sleep(tick)
-    return sent
+    for at, event_id, truth in labels:  # the labels still on their way
+        logger.log_ground_truth(event_id, MODEL, truth, timestamp=at)
+    return sent, before
 
 
 def _py(value: Any) -> Any:
@@ -198,13 +232,39 @@ def _view(ev: ModelEvaluation | None, elapsed: float, drift_at: float, out: Text
         d = f.decision
         verdict = "-" if f.drifted is None else ("DRIFT" if f.drifted else "ok")
         cells.append(f"{f.name}={d.score:.3f}({f.method[:4]}) {verdict}" if d else f"{f.name}=n/a")
-    print(f"[{elapsed:5.1f}s {phase}] window={ev.window_events:5d}  " + "  ".join(cells), file=out)
+    acc = _accuracies(ev)
+    print(
+        f"[{elapsed:5.1f}s {phase}] window={ev.window_events:5d}  "
+        + "  ".join(cells)
+        + f"  accuracy realized={acc[0]} estimated={acc[1]}",
+        file=out,
+    )
 
 
-def _summary(ev: ModelEvaluation | None, sent: int, service: Service, out: TextIO) -> int:
-    counted = service.snapshot().counters[MODEL].predictions
+def _accuracies(ev: ModelEvaluation | None) -> tuple[str, str]:
+    if ev is None:
+        return ("n/a", "n/a")
+    realized, estimated = ev.performance.get("accuracy"), ev.estimated.get("accuracy")
+    return (
+        "n/a" if realized is None else f"{realized:.3f}",
+        "n/a" if estimated is None else f"{estimated:.3f}",
+    )
+
+
+def _summary(
+    before: ModelEvaluation | None,
+    ev: ModelEvaluation | None,
+    sent: int,
+    service: Service,
+    out: TextIO,
+) -> int:
+    counters = service.snapshot().counters[MODEL]
     print("\n== driftline demo summary ==", file=out)
-    print(f"predictions sent: {sent}, consumed: {counted}", file=out)
+    print(
+        f"predictions sent: {sent}, consumed: {counters.predictions}; "
+        f"ground truths consumed: {counters.ground_truth}",
+        file=out,
+    )
     if ev is None:
         print("no window was evaluated", file=out)
         return 1
@@ -217,10 +277,28 @@ def _summary(ev: ModelEvaluation | None, sent: int, service: Service, out: TextI
             file=out,
         )
     flagged = set(ev.drifted_features)
-    ok = flagged == DRIFTED and counted == sent
+    drift_ok = flagged == DRIFTED and counters.predictions == sent
     print(
         f"flagged: {sorted(flagged)}; injected drift: {sorted(DRIFTED)} -> "
-        + ("OK: exactly the drifted features were flagged" if ok else "MISMATCH"),
+        + ("OK: exactly the drifted features were flagged" if drift_ok else "MISMATCH"),
         file=out,
     )
-    return 0 if ok else 1
+    r0, e0 = _accuracies(before)
+    r1, e1 = _accuracies(ev)
+    coverage = "n/a" if ev.label_coverage is None else f"{ev.label_coverage:.0%}"
+    print(
+        f"accuracy before the drift: realized {r0}, estimated {e0}; "
+        f"after: realized {r1}, estimated {e1} (label coverage {coverage})",
+        file=out,
+    )
+    fell = before is not None and all(
+        "accuracy" in a and "accuracy" in b and a["accuracy"] < b["accuracy"]
+        for a, b in ((ev.performance, before.performance), (ev.estimated, before.estimated))
+    )
+    print(
+        "OK: realized and estimated accuracy both fell"
+        if fell
+        else "MISMATCH: accuracy did not fall as expected",
+        file=out,
+    )
+    return 0 if drift_ok and fell else 1

@@ -17,6 +17,7 @@ def test_demo_flags_exactly_the_drifted_features(kafka_bootstrap):
     text = out.getvalue()
     assert code == 0, text
     assert "OK: exactly the drifted features were flagged" in text
+    assert "OK: realized and estimated accuracy both fell" in text
     for feature in DRIFTED:
         assert f"{feature}" in text
     assert "[" in text  # the live view printed at least one line
