@@ -157,3 +157,80 @@ def test_realized_metrics_equal_sklearn_on_exactly_the_joined_pairs(
     # what never joined is accounted for
     assert unjoined.get("duplicate_label") == len(duplicates), unjoined
     assert pending == (int((~labelled).sum()), 40, int(labelled.sum()))
+
+
+def test_expired_and_evicted_counts_equal_what_was_left_unjoined(
+    tmp_path, kafka_bootstrap, make_topic, make_group, consumer_config
+):
+    rng = np.random.default_rng(3)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x\n" + "\n".join(str(x) for x in rng.normal(size=500)) + "\n")
+    preds_topic, gt_topic = make_topic(), make_topic()
+    config = DriftlineConfig.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": kafka_bootstrap,
+                "group_id": make_group(),
+                "predictions_topic": preds_topic,
+                "ground_truth_topic": gt_topic,
+                "dead_letter_topic": make_topic(),
+                "consumer": consumer_config(),
+                "poll_timeout_ms": 200,
+            },
+            "windows": {"pane": "10s", "size": "10m", "allowed_lateness": "5s"},
+            "models": [
+                {
+                    "name": "tiny",
+                    "positive_label": "1",
+                    "reference": {"path": str(ref)},
+                    "labels": {"ttl": "10m", "capacity": 100},
+                }
+            ],
+        }
+    )
+    now = time.time()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    def send(topic: str, event: dict) -> None:
+        producer.send(topic, value=json.dumps(event).encode())
+
+    for i in range(500):  # more pending predictions than the capacity
+        event = {"event_id": f"p{i}", "model": "tiny", "timestamp": now - 300 + i * 0.1}
+        send(preds_topic, {**event, "features": {"x": 0.1}, "prediction": 0.9})
+    for i in range(30):  # already older than the TTL when they arrive
+        event = {"event_id": f"old{i}", "model": "tiny", "timestamp": now - 1200}
+        send(preds_topic, {**event, "features": {"x": 0.1}, "prediction": 0.9})
+    for i in range(20):  # labels of predictions that were evicted
+        send(gt_topic, {"event_id": f"p{i}", "model": "tiny", "label": "1", "timestamp": now})
+    for i in range(480, 500):  # labels of predictions still pending: they join
+        send(gt_topic, {"event_id": f"p{i}", "model": "tiny", "label": "0", "timestamp": now})
+    producer.flush()
+    producer.close()
+
+    service = Service(config)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=ConsumerLoop(service, config.kafka).run, args=(stop,), daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            c = service.snapshot().counters["tiny"]
+            if c.predictions == 530 and c.ground_truth == 40:
+                break
+            time.sleep(0.3)
+        c = service.snapshot().counters["tiny"]
+        (join,) = service._models["tiny"].joins.values()
+        assert (c.predictions, c.ground_truth) == (530, 40)
+        # Arrival order across the two topics is not fixed: labels of p0..p19 join when
+        # they arrive before their predictions are evicted, and wait otherwise.
+        assert c.unjoined["prediction_expired"] == 30
+        assert 80 <= join.pending_predictions <= 100  # bounded by the capacity
+        assert 20 <= join.joined_total <= 40
+        evicted = c.unjoined["prediction_evicted"]
+        assert join.joined_total + join.pending_predictions + evicted == 500
+        assert join.joined_total + join.pending_labels == 40
+    finally:
+        stop.set()
+        thread.join(15)
