@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DURATION ?= 60
 
-.PHONY: demo test lint typecheck unit integration bench clean
+.PHONY: demo test lint typecheck unit integration bench clean prometheus-tools rules generate e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,43 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-test: lint typecheck
+PROMETHEUS_PACKAGES := prometheus prometheus-alertmanager
+
+# promtool, prometheus and alertmanager (Debian packages) for the rule checks and the e2e
+# tests: installed when running as root (CI) and missing; otherwise left alone, and the
+# tests that need them are skipped with an install hint.
+prometheus-tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	    && { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(PROMETHEUS_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends $(PROMETHEUS_PACKAGES) >/dev/null; \
+	else \
+	    echo "promtool/prometheus/alertmanager missing and not root: their tests will be skipped" \
+	        "(sudo apt-get install $(PROMETHEUS_PACKAGES))"; \
+	fi
+
+# promtool on every rule file, the rule unit tests and the Prometheus configuration
+rules: prometheus-tools
+	@if command -v promtool >/dev/null; then \
+	    promtool check rules deploy/prometheus/recording_rules.yml deploy/prometheus/alert_rules.yml \
+	    && promtool test rules deploy/prometheus/tests/*.yml \
+	    && promtool check config deploy/prometheus/prometheus.yml; \
+	else \
+	    echo "promtool missing: rule checks skipped"; \
+	fi
+
+# regenerate the committed dashboards JSON and the Kubernetes PrometheusRule
+generate: $(VENV)/.installed-dev
+	$(BIN)/python grafana/dashboards.py
+	$(BIN)/python deploy/kubernetes/prometheusrule.py
+
+e2e: $(VENV)/.installed-dev prometheus-tools
+	$(BIN)/python -m pytest tests/e2e
+
+test: lint typecheck rules
 	$(BIN)/python -m pytest
 
 unit: $(VENV)/.installed-dev

@@ -1,0 +1,316 @@
+"""The Model detail dashboard: one model's drift per feature, data quality, labels, latency."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable, Row
+from grafana_foundation_sdk.builders.table import Panel as Table
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.common import TableCellDisplayMode
+from panels import (
+    DRIFT_THRESHOLD,
+    OK,
+    PROMETHEUS,
+    RATE,
+    dashboard,
+    query,
+    states,
+    thresholds,
+    timeseries,
+)
+
+__all__ = ["model_detail"]
+
+
+def model_detail() -> Dashboard:
+    """One model, chosen with the ``model`` variable."""
+    sel = 'model="$model"'
+    deciding = (
+        f"driftline_feature_drift_score{{{sel}}} "
+        f"and on (model, feature, method) driftline_feature_drift_threshold{{{sel}}}"
+    )
+    return (
+        dashboard(
+            "driftline-model",
+            "driftline / Model detail",
+            "One model: drift per feature, data quality, prediction drift, labels, latency.",
+        )
+        .with_variable(
+            QueryVariable("model")
+            .label("Model")
+            .datasource(PROMETHEUS)
+            .query("label_values(driftline_events_total, model)")
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        )
+        .with_row(Row("Drift"))
+        .with_panel(
+            timeseries(
+                "Feature drift score",
+                "Score of the method that decides each feature's drift, with its configured "
+                f"threshold (dashed series). The dashed line marks the default {DRIFT_THRESHOLD}.",
+                "none",
+                query(f"max by (feature, method) ({deciding})", "{{feature}} ({{method}})"),
+                query(
+                    f"max by (feature, method) (driftline_feature_drift_threshold{{{sel}}})",
+                    "threshold {{feature}} ({{method}})",
+                    "B",
+                ),
+                steps=thresholds(OK, ("red", DRIFT_THRESHOLD)),
+            ).override_by_query(
+                "B",
+                [
+                    dm.DynamicConfigValue(
+                        id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+                    ),
+                    dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+                ],
+            )
+        )
+        .with_panel(
+            _features_table(
+                "Features now",
+                "Current verdict, deciding score and threshold, and data quality per feature.",
+                sel,
+                deciding,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "All drift statistics",
+                "Every statistic computed per feature (the deciding one and the second "
+                "opinions of drift.*.report); scales differ by method.",
+                "none",
+                query(
+                    f"max by (feature, method) (driftline_feature_drift_score{{{sel}}})",
+                    "{{feature}} {{method}}",
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Drift test p-values",
+                "p-values of the test methods (ks, chisquare); below 0.05 is significant.",
+                "none",
+                query(
+                    f"max by (feature, method) (driftline_feature_drift_pvalue{{{sel}}})",
+                    "{{feature}} {{method}}",
+                ),
+                steps=thresholds(("red", None), ("green", 0.05)),
+                maximum=1,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Prediction drift",
+                "Drift of the model's output against the reference predictions.",
+                "none",
+                query(f"max by (method) (driftline_prediction_drift_score{{{sel}}})", "{{method}}"),
+                steps=thresholds(OK, ("red", DRIFT_THRESHOLD)),
+            )
+        )
+        .with_row(Row("Data quality"))
+        .with_panel(
+            timeseries(
+                "Missing values",
+                "Share of the window's events without the feature (absent or null).",
+                "percentunit",
+                query(
+                    f"max by (feature) (driftline_feature_missing_ratio{{{sel}}})", "{{feature}}"
+                ),
+                maximum=1,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Out of range",
+                "Share of the window's values outside the configured bounds or the "
+                "reference range.",
+                "percentunit",
+                query(
+                    f"max by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
+                    "{{feature}}",
+                ),
+                maximum=1,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "New categories",
+                "Share of the window's values of categorical features unseen in the reference.",
+                "percentunit",
+                query(
+                    f"max by (feature) (driftline_feature_new_category_ratio{{{sel}}})",
+                    "{{feature}}",
+                ),
+                maximum=1,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Wrong types and non-finite values",
+                "Share of the window's values of the wrong type, and of NaN or infinity.",
+                "percentunit",
+                query(
+                    f"max by (feature) (driftline_feature_type_mismatch_ratio{{{sel}}})",
+                    "{{feature}} wrong type",
+                ),
+                query(
+                    f"max by (feature) (driftline_feature_nonfinite_ratio{{{sel}}})",
+                    "{{feature}} non-finite",
+                    "B",
+                ),
+                maximum=1,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Unexpected features",
+                "Events per second carrying a feature the model's schema lacks (schema drift).",
+                "eps",
+                query(
+                    "sum by (feature) "
+                    f"(rate(driftline_unexpected_feature_events_total{{{sel}}}[{RATE}]))",
+                    "{{feature}}",
+                ),
+            )
+        )
+        .with_row(Row("Traffic, labels and latency"))
+        .with_panel(
+            timeseries(
+                "Events",
+                "Valid events per second, and dead-lettered ones.",
+                "eps",
+                query(
+                    f"sum by (kind) (rate(driftline_events_total{{{sel}}}[{RATE}]))",
+                    "{{kind}}",
+                ),
+                query(
+                    f"sum(rate(driftline_events_invalid_total{{{sel}}}[{RATE}]))",
+                    "invalid",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Prediction latency",
+                "Latency reported by the serving app (latency_ms), quantiles.",
+                "s",
+                *(
+                    query(
+                        f"histogram_quantile({q}, sum by (le) "
+                        f"(rate(driftline_prediction_latency_seconds_bucket{{{sel}}}[{RATE}])))",
+                        f"p{round(q * 100)}",
+                        ref,
+                    )
+                    for q, ref in ((0.5, "A"), (0.9, "B"), (0.99, "C"))
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Label delay",
+                "Time from a prediction to its ground-truth label, quantiles.",
+                "s",
+                *(
+                    query(
+                        f"histogram_quantile({q}, sum by (le) "
+                        f"(rate(driftline_label_delay_seconds_bucket{{{sel}}}[{RATE}])))",
+                        f"p{round(q * 100)}",
+                        ref,
+                    )
+                    for q, ref in ((0.5, "A"), (0.9, "B"))
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Label coverage",
+                "Share of the window's predictions that have a ground-truth label.",
+                "percentunit",
+                query(f"max(driftline_label_coverage_ratio{{{sel}}})", "coverage"),
+                maximum=1,
+            )
+        )
+        .with_row(Row("Performance"))
+        .with_panel(
+            timeseries(
+                "Realized vs estimated performance",
+                "Each metric from ground-truth labels (realized) and estimated without them.",
+                "none",
+                query(
+                    f"max by (metric) (driftline_model_performance{{{sel}}})",
+                    "{{metric}} realized",
+                ),
+                query(
+                    f"max by (metric) (driftline_model_performance_estimated{{{sel}}})",
+                    "{{metric}} estimated",
+                    "B",
+                ),
+                minimum=None,
+                span=24,
+            )
+        )
+    )
+
+
+def _features_table(title: str, description: str, sel: str, deciding: str) -> Table:
+    columns = [
+        # (ref, query, column name, unit)
+        ("A", f"max by (feature) (driftline_feature_drifted{{{sel}}})", "drifted", "none"),
+        ("B", f"max by (feature, method) ({deciding})", "score", "none"),
+        (
+            "C",
+            f"max by (feature) (driftline_feature_drift_threshold{{{sel}}})",
+            "threshold",
+            "none",
+        ),
+        (
+            "D",
+            f"max by (feature) (driftline_feature_missing_ratio{{{sel}}})",
+            "missing",
+            "percentunit",
+        ),
+        (
+            "E",
+            f"max by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
+            "out of range",
+            "percentunit",
+        ),
+    ]
+    panel = (
+        Table()
+        .title(title)
+        .description(description)
+        .unit("none")
+        .datasource(PROMETHEUS)
+        .span(12)
+        .height(8)
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "indexByName": {"feature": 0, "method": 1},
+                    "renameByName": {f"Value #{ref}": name for ref, _, name, _ in columns},
+                },
+            )
+        )
+    )
+    for ref, expr, name, unit in columns:
+        panel = panel.with_target(query(expr, ref=ref, table=True))
+        if unit != "none":
+            panel = panel.override_by_name(name, [dm.DynamicConfigValue(id_val="unit", value=unit)])
+    return panel.override_by_name(
+        "drifted",
+        [
+            dm.DynamicConfigValue(
+                id_val="mappings",
+                value=[m.to_json() for m in states(("no", "green"), ("yes", "red"))],
+            ),
+            dm.DynamicConfigValue(
+                id_val="custom.cellOptions", value={"type": TableCellDisplayMode.COLOR_BACKGROUND}
+            ),
+        ],
+    )
