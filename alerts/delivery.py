@@ -1,0 +1,302 @@
+"""Webhook delivery on a daemon thread of its own, from a durable outbox.
+
+``Dispatcher.submit`` writes the notification to the :class:`~alerts.outbox.Outbox` and
+returns: the consumer never waits for a receiver. The thread sends each notification with
+its destination's timeout, signed with Standard Webhooks headers when the destination has
+a secret, and with the same ``webhook-id`` on every attempt. Timeouts, connection errors,
+408, 429 and 5xx are retried with exponential backoff and full jitter (a ``Retry-After``
+in seconds or as an HTTP date is waited at least); any other 4xx fails at once; 410 Gone
+disables the destination until the next start. Each attempt's outcome is counted per
+destination for ``driftline_webhook_deliveries_total``: success, retry, failed, dropped
+(abandoned unsent: unknown or disabled destination, too old, outbox full) or disabled.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import httpx
+from standardwebhooks import Webhook
+
+from alerts.destinations import Destination
+from alerts.outbox import Notification, Outbox
+
+__all__ = ["Dispatcher", "backoff_delay", "retry_after_seconds"]
+
+log = logging.getLogger("driftline.alerts.delivery")
+
+Outcome = Literal["success", "retry", "failed", "dropped", "disabled"]
+_RETRY_STATUS = frozenset({408, 429})
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float]) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**(attempt - 1))) for attempt 1, 2, ...
+
+    >>> [backoff_delay(a, 1.0, 5.0, lambda: 0.999) for a in (1, 2, 3, 4)]
+    [0.999, 1.998, 3.996, 4.995]
+    """
+    return rand() * min(cap, base * 2.0 ** min(attempt - 1, 62))
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delay-seconds or an HTTP date).
+
+    >>> retry_after_seconds("2", 0.0), retry_after_seconds("Thu, 01 Jan 1970 00:00:30 GMT", 10.0)
+    (2.0, 20.0)
+    >>> retry_after_seconds("soon", 0.0) is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass
+class _Pending:
+    notification: Notification
+    due: float
+    attempts: int = 0
+
+
+class Dispatcher:
+    """Delivers the notifications of an outbox directory on a daemon thread.
+
+    ``clock`` and ``rand`` are injectable; with ``start=False`` no thread runs and a test
+    drives delivery with :meth:`pump` and a fake clock.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox | str | os.PathLike[str],
+        destinations: Iterable[Destination],
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        backoff_base: float = 1.0,
+        backoff_max: float = 300.0,
+        max_attempts: int = 20,
+        max_age: float = 86400.0,
+        max_retry_after: float = 3600.0,
+        max_pending: int = 10_000,
+        start: bool = True,
+    ) -> None:
+        self._outbox = outbox if isinstance(outbox, Outbox) else Outbox(outbox)
+        self._destinations = {d.name: d for d in destinations}
+        self._clock, self._rand = clock, rand
+        self._backoff = (backoff_base, backoff_max)
+        self._max_attempts, self._max_age = max_attempts, max_age
+        self._max_retry_after, self._max_pending = max_retry_after, max_pending
+        self._cond = threading.Condition()
+        self._items: dict[str, _Pending] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._disabled: set[str] = set()
+        self._deliveries: Counter[tuple[str, str]] = Counter()
+        self._retraining: Counter[tuple[str, str]] = Counter()
+        self._stopping = False
+        self._client = httpx.Client(follow_redirects=False)
+        now = clock()
+        for n in self._outbox.pending():
+            self._schedule(_Pending(n, now))
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(
+                target=self._run, name="driftline-webhooks", daemon=True
+            )
+            self._thread.start()
+
+    def _schedule(self, item: _Pending) -> None:
+        self._items[item.notification.id] = item
+        heapq.heappush(self._heap, (item.due, next(self._seq), item.notification.id))
+
+    def submit(self, notification: Notification) -> bool:
+        """Persist ``notification`` and return; ``False`` when the outbox is full (it is then
+        dropped and counted). A notification whose id is pending already is not sent twice."""
+        with self._cond:
+            if notification.id in self._items or notification.id in self._outbox:
+                return True
+            if len(self._outbox) >= self._max_pending:
+                log.error(
+                    "outbox full (%d): notification %s dropped", len(self._outbox), notification.id
+                )
+                self._deliveries[notification.sink, "dropped"] += 1
+                return False
+            self._outbox.put(notification)
+            if not self._stopping:
+                self._schedule(_Pending(notification, self._clock()))
+                self._cond.notify_all()
+            return True
+
+    def _next_wait(self) -> float | None:
+        """Seconds until the next notification is due (<= 0: now); call with the lock held."""
+        while self._heap and self._heap[0][2] not in self._items:
+            heapq.heappop(self._heap)  # delivered or abandoned meanwhile
+        return self._heap[0][0] - self._clock() if self._heap else None
+
+    def pump(self) -> float | None:
+        """Attempt every notification due now; seconds until the next one is due after that,
+        or ``None`` when nothing is pending."""
+        while True:
+            with self._cond:
+                if self._stopping and self._thread is not None:
+                    return None
+                wait = self._next_wait()
+                if wait is None or wait > 0:
+                    return wait
+                _, _, nid = heapq.heappop(self._heap)
+                item = self._items[nid]
+                now = self._clock()
+            outcome, delay = self._attempt(item, now)
+            with self._cond:
+                # backoff and Retry-After count from the answer, not from the send
+                self._settle(item, outcome, delay, self._clock())
+                self._cond.notify_all()
+
+    def _attempt(self, item: _Pending, now: float) -> tuple[Outcome, float | None]:
+        """Send once; the outcome and, for a retry, the server's Retry-After."""
+        n = item.notification
+        dest = self._destinations.get(n.sink)
+        if dest is None or n.sink in self._disabled:
+            why = "is not configured" if dest is None else "is disabled (410 Gone)"
+            log.warning("notification %s dropped: destination %s %s", n.id, n.sink, why)
+            return "dropped", None
+        if now - n.created_at > self._max_age:
+            log.error("notification %s to %s dropped: older than %gs", n.id, n.sink, self._max_age)
+            return "dropped", None
+        req = n.request
+        headers = {**req.headers, "webhook-id": n.id}
+        if dest.secret is not None:
+            ts = datetime.fromtimestamp(int(now), UTC)
+            headers["webhook-timestamp"] = str(int(now))
+            headers["webhook-signature"] = Webhook(dest.secret).sign(n.id, ts, req.body)
+        try:
+            resp = self._client.request(
+                req.method,
+                req.url,
+                content=req.body.encode(),
+                headers=headers,
+                timeout=dest.timeout,
+            )
+        except httpx.TransportError as e:  # timeouts and connection errors
+            log.warning("notification %s to %s: %s: %s", n.id, n.sink, type(e).__name__, e)
+            return "retry", None
+        except httpx.HTTPError as e:
+            log.error("notification %s to %s failed: %s", n.id, n.sink, e)
+            return "failed", None
+        status = resp.status_code
+        if 200 <= status < 300:
+            return "success", None
+        if status == 410:
+            log.error("destination %s answered 410 Gone: disabled until restart", n.sink)
+            return "disabled", None
+        if status >= 500 or status in _RETRY_STATUS:
+            log.warning("notification %s to %s: HTTP %d", n.id, n.sink, status)
+            return "retry", retry_after_seconds(resp.headers.get("retry-after"), now)
+        log.error("notification %s to %s failed: HTTP %d %s", n.id, n.sink, status, resp.text[:200])
+        return "failed", None
+
+    def _settle(
+        self, item: _Pending, outcome: Outcome, retry_after: float | None, now: float
+    ) -> None:
+        n = item.notification
+        if outcome == "retry":
+            item.attempts += 1
+            if item.attempts >= self._max_attempts:
+                log.error(
+                    "notification %s to %s failed after %d attempts", n.id, n.sink, item.attempts
+                )
+                outcome = "failed"
+            else:
+                delay = backoff_delay(item.attempts, *self._backoff, self._rand)
+                if retry_after is not None:
+                    delay = max(delay, min(retry_after, self._max_retry_after))
+                item.due = now + delay
+                self._deliveries[n.sink, "retry"] += 1
+                heapq.heappush(self._heap, (item.due, next(self._seq), n.id))
+                return
+        if outcome == "disabled":
+            self._disabled.add(n.sink)
+        if outcome == "success" and n.model is not None:
+            self._retraining[n.model, n.target or ""] += 1
+        self._deliveries[n.sink, outcome] += 1
+        del self._items[n.id]
+        self._outbox.remove(n.id)
+
+    def _run(self) -> None:
+        while True:
+            failed = False
+            try:
+                self.pump()
+            except Exception:  # a bug must not end delivery for good
+                log.exception("webhook delivery loop error")
+                failed = True
+            with self._cond:
+                # decided under the lock, so a submit cannot slip in unnoticed
+                wait = 1.0 if failed else self._next_wait()
+                if self._stopping:
+                    return
+                if wait is None or wait > 0:
+                    self._cond.wait(timeout=wait)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is pending (or ``timeout`` seconds); whether it emptied."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._items:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=left)
+            return True
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def disabled(self) -> frozenset[str]:
+        with self._cond:
+            return frozenset(self._disabled)
+
+    def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """Attempt outcomes per (sink, outcome), for ``driftline_webhook_deliveries_total``."""
+        with self._cond:
+            return dict(self._deliveries)
+
+    def retraining_counts(self) -> dict[tuple[str, str], int]:
+        """Retraining requests delivered per (model, target), for
+        ``driftline_retraining_requests_total``."""
+        with self._cond:
+            return dict(self._retraining)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread; what is not delivered stays in the outbox for the next start."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("webhook delivery thread still sending after %gs", timeout)
+                return
+        self._client.close()
