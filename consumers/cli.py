@@ -9,10 +9,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from alerts import AlertsError
 from consumers.configfile import ConfigError, dump_config, load_config, resolve_secret
 from consumers.exceptions import ConsumersError
 from consumers.logs import setup_logging
@@ -50,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate and print the resolved config")
     check.add_argument("--config", required=True)
 
+    rules = sub.add_parser("rules", help="alert rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    export = rules_sub.add_parser(
+        "export", help="Prometheus alerting rules equivalent to the config"
+    )
+    export.add_argument("--config", required=True)
+
     broker = sub.add_parser("broker", help="the embedded broker, standalone")
     broker.add_argument("--port", type=int, default=9092)
     broker.add_argument("--host", default="127.0.0.1")
@@ -65,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "reference":
             return _reference_build(args)
+        if args.command == "rules":
+            from alerts import export_rules
+
+            sys.stdout.write(export_rules(load_config(args.config)))
+            return EXIT_OK
         if args.command == "broker":
             from consumers.broker import run_broker
 
@@ -86,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except MonitorError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AlertsError as exc:
+        print(f"driftline: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConsumersError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
@@ -128,6 +145,8 @@ def _run(config_path: str) -> int:
 
     config = load_config(config_path)
     service = Service(config, base_dir=Path(config_path).resolve().parent)
+    outbox = Path(config.state.dir or "./state") / "outbox"
+    service.enable_alerting(outbox, time.time())
     secrets = {}
     password = resolve_secret(config.kafka.sasl_password_env, os.environ)
     if password is not None:
@@ -154,6 +173,8 @@ def _run(config_path: str) -> int:
         loop.run(stop)
     finally:
         http.stop()
+        if service.alerting is not None:
+            service.alerting.close()
     return EXIT_OK
 
 

@@ -50,6 +50,9 @@ class StateSnapshot:
     unexpected_features: Mapping[tuple[str, str], int] = field(default_factory=dict)
     consumer_lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
     checkpoint: Any = None  # consumers.service.CheckpointInfo
+    alerts_firing: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    deliveries: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    retraining: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class DriftlineCollector(Collector):
@@ -166,6 +169,29 @@ class DriftlineCollector(Collector):
         yield unexpected
 
         yield from _evaluation_metrics(s.evaluations)
+
+        firing = GaugeMetricFamily(
+            "driftline_alerts_firing",
+            "Firing alerts of driftline's own rules",
+            labels=["model", "alertname", "severity"],
+        )
+        for (model, alertname, severity), n in sorted(s.alerts_firing.items()):
+            firing.add_metric([model, alertname, severity], n)
+        deliveries = CounterMetricFamily(
+            "driftline_webhook_deliveries",
+            "Notification delivery attempts by sink and outcome",
+            labels=["sink", "outcome"],
+        )
+        for (sink, outcome), n in sorted(s.deliveries.items()):
+            deliveries.add_metric([sink, outcome], n)
+        retraining = CounterMetricFamily(
+            "driftline_retraining_requests",
+            "Retraining requests delivered, by model and target",
+            labels=["model", "target"],
+        )
+        for (model, target), n in sorted(s.retraining.items()):
+            retraining.add_metric([model, target], n)
+        yield from (firing, deliveries, retraining)
 
 
 def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:

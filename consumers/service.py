@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from consumers.alerting import Alerting
 from consumers.decoding import BatchDecoder, DecodedBatch, GroundTruthBatch, GroundTruthDecoder
 from consumers.exporter import DriftlineCollector, ModelCounters, StateSnapshot
 from consumers.reference_files import read_columns, read_profile
@@ -257,6 +258,8 @@ class Service:
         self.assigned = False
         self.kafka_connected = False
         self.consumer_lag: dict[tuple[str, int], int] = {}
+        #: rules, sinks and retraining, when configured (see :meth:`enable_alerting`)
+        self.alerting: Alerting | None = None
         self.checkpoint: CheckpointInfo | None = None
         self.registry = CollectorRegistry()
         self.registry.register(DriftlineCollector(self.snapshot))
@@ -294,6 +297,8 @@ class Service:
                 if moved or len(joined):
                     model.evaluate(now)
                     evaluated.append(name)
+            if evaluated:
+                self._run_alerts(now)
         return evaluated
 
     def handle_ground_truth(self, batch: GroundTruthBatch, now: float, partition: int = 0) -> None:
@@ -310,6 +315,7 @@ class Service:
                 if len(joined) and monitor is not None:
                     monitor.add_joined(joined)
                     model.evaluate(now)
+                    self._run_alerts(now)
 
     def _feed_stream_reference(self, model: _Model, batch: EventBatch) -> EventBatch:
         ref = model.stream_reference
@@ -336,6 +342,27 @@ class Service:
         with self._lock:
             for model in self._models.values():
                 model.evaluate(now)
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def enable_alerting(self, outbox_dir: str | Path, now: float) -> None:
+        """Evaluate the configured alert rules and retraining after each evaluation."""
+        if Alerting.wanted(self.config):
+            self.alerting = Alerting(self.config, outbox_dir, now)
+
+    def _run_alerts(self, now: float) -> None:
+        if self.alerting is None:
+            return
+        samples = [
+            (s.name, s.labels, float(s.value))
+            for family in self.registry.collect()
+            for s in family.samples
+        ]
+        versions = {
+            name: m.profile.model_version if m.profile is not None else None
+            for name, m in self._models.items()
+        }
+        self.alerting.evaluate(samples, versions, now)
 
     # -- partitions and checkpoints --------------------------------------------------------
 
@@ -459,6 +486,9 @@ class Service:
                 kafka_connected=self.kafka_connected,
                 consumer_lag=dict(self.consumer_lag),
                 checkpoint=self.checkpoint,
+                alerts_firing=self.alerting.engine.firing_counts() if self.alerting else {},
+                deliveries=self.alerting.dispatcher.delivery_counts() if self.alerting else {},
+                retraining=self.alerting.dispatcher.retraining_counts() if self.alerting else {},
                 unexpected_features={
                     (name, feature): n
                     for name, m in self._models.items()
@@ -531,4 +561,7 @@ class Service:
             return data
 
     def alerts_json(self) -> list[dict[str, Any]]:
-        return []
+        if self.alerting is None:
+            return []
+        with self._lock:
+            return [a.to_dict() for a in self.alerting.engine.active()]

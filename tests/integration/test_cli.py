@@ -117,3 +117,29 @@ def test_reference_build_unknown_model_and_bad_input(tmp_path, config_file):
 def test_usage_error_exits_2():
     r = run("frobnicate")
     assert r.returncode == 2
+
+
+def test_rules_export_passes_promtool(tmp_path, config_file):
+    import shutil
+
+    cfg = tmp_path / "alerts.yaml"
+    cfg.write_text(
+        config_file.read_text().replace(
+            "reference: {path: ref.csv}", f"reference: {{path: {config_file.parent / 'ref.csv'}}}"
+        )
+        + "alerts:\n  rules:\n"
+        "    - {alert: FeatureDrift, metric: driftline_feature_drifted, match: {model: fraud},"
+        " op: '>=', threshold: 1, for: 5m, keep_firing_for: 10m,"
+        " annotations: {summary: '{{ feature }} drifted on {{ model }}'}}\n"
+    )
+    r = run("rules", "export", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "FeatureDrift" in r.stdout
+    assert 'driftline_feature_drifted{model="fraud"} >= 1' in r.stdout
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed: apt-get install prometheus")
+    out = tmp_path / "rules.yml"
+    out.write_text(r.stdout)
+    check = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
