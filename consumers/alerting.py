@@ -9,6 +9,7 @@ consumer's path.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -46,10 +47,11 @@ class Alerting:
     def __init__(
         self,
         config: DriftlineConfig,
-        outbox_dir: str | Path,
+        state_dir: str | Path,
         now: float,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
+        self.state_file = Path(state_dir) / "alerts.json"
         self.engine = RuleEngine(config.alerts.rules)
         self.sinks = list(config.alerts.sinks)
         self.retraining = [(r, RetrainingPolicy(r, now=now)) for r in config.retraining]
@@ -59,16 +61,51 @@ class Alerting:
             r.model: environ.get(r.target.token_env) if r.target.token_env else None
             for r in config.retraining
         }
-        self.dispatcher = Dispatcher(outbox_dir, destinations)
+        self.dispatcher = Dispatcher(Path(state_dir) / "outbox", destinations)
+        self._restore()
 
     @staticmethod
     def wanted(config: DriftlineConfig) -> bool:
         return bool(config.alerts.rules or config.retraining)
 
+    def _restore(self) -> None:
+        """Alert and retraining state from the last run, so that an alert firing before a
+        restart is not notified again (its pending notification is in the outbox)."""
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("alert state not restored", extra={"error": str(exc)})
+            return
+        try:
+            self.engine.restore(data["rules"])
+            policies = data.get("retraining", {})
+            for settings, policy in self.retraining:
+                if settings.model in policies:
+                    policy.restore(policies[settings.model])
+        except (KeyError, ValueError) as exc:
+            log.error("alert state not restored", extra={"error": str(exc)})
+
+    def _save(self) -> None:
+        data = {
+            "rules": self.engine.snapshot(),
+            "retraining": {s.model: p.snapshot() for s, p in self.retraining},
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_file)
+
     def evaluate(self, samples: Iterable[Sample], versions: Mapping[str, Any], now: float) -> None:
         mine = [s for s in samples if s[0] not in _OWN_METRICS]
         transitions = self.engine.evaluate(mine, now)
+        # Notifications are durable in the outbox before the state that says they were sent.
         self._notify([t for t in transitions if t.notifies], now)
+        triggered = False
         for settings, policy in self.retraining:
             trigger = policy.on_transitions(transitions, now) or policy.on_schedule(now)
             if trigger is None:
@@ -96,6 +133,9 @@ class Alerting:
             log.info(
                 "retraining requested", extra={"model": settings.model, "reason": trigger.reason}
             )
+            triggered = True
+        if transitions or triggered:
+            self._save()
 
     def _notify(self, transitions: list[Transition], now: float) -> None:
         if not transitions:

@@ -145,8 +145,7 @@ def _run(config_path: str) -> int:
 
     config = load_config(config_path)
     service = Service(config, base_dir=Path(config_path).resolve().parent)
-    outbox = Path(config.state.dir or "./state") / "outbox"
-    service.enable_alerting(outbox, time.time())
+    service.enable_alerting(Path(config.state.dir or "./state") / "alerts", time.time())
     secrets = {}
     password = resolve_secret(config.kafka.sasl_password_env, os.environ)
     if password is not None:

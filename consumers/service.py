@@ -345,10 +345,11 @@ class Service:
 
     # -- alerts ------------------------------------------------------------------------------
 
-    def enable_alerting(self, outbox_dir: str | Path, now: float) -> None:
-        """Evaluate the configured alert rules and retraining after each evaluation."""
+    def enable_alerting(self, state_dir: str | Path, now: float) -> None:
+        """Evaluate the configured alert rules and retraining after each evaluation; their
+        state and outbox live in ``state_dir``."""
         if Alerting.wanted(self.config):
-            self.alerting = Alerting(self.config, outbox_dir, now)
+            self.alerting = Alerting(self.config, state_dir, now)
 
     def _run_alerts(self, now: float) -> None:
         if self.alerting is None:
