@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts import (
+    AlertState,
     Destination,
     Dispatcher,
     Notification,
@@ -36,6 +37,7 @@ __all__ = ["Alerting"]
 log = logging.getLogger("driftline.alerts")
 
 #: Metrics the rules do not read (they are produced from the rules' own state).
+REPUSH_SECONDS = 60.0
 _OWN_METRICS = frozenset(
     {"driftline_alerts_firing", "driftline_webhook_deliveries", "driftline_retraining_requests"}
 )
@@ -62,6 +64,7 @@ class Alerting:
             for r in config.retraining
         }
         self.dispatcher = Dispatcher(Path(state_dir) / "outbox", destinations)
+        self._last_push = -float("inf")
         self._restore()
 
     @staticmethod
@@ -138,6 +141,23 @@ class Alerting:
             self._save()
 
     def _notify(self, transitions: list[Transition], now: float) -> None:
+        # Alertmanager resolves an alert it has not heard of for resolve_timeout (5m), so
+        # firing alerts are pushed to it again every minute, as Prometheus does.
+        if now - self._last_push >= REPUSH_SECONDS:
+            self._last_push = now
+            active = [a for a in self.engine.active() if a.state == AlertState.FIRING]
+            for sink in self.sinks:
+                if sink.type == "alertmanager" and active:
+                    request = sink_request(sink, active, valid_until=now + 4 * REPUSH_SECONDS)
+                    if request is not None:
+                        self.dispatcher.submit(
+                            Notification(
+                                id=new_notification_id(),
+                                sink=sink.name,
+                                request=request,
+                                created_at=now,
+                            )
+                        )
         if not transitions:
             return
         alerts = [t.alert for t in transitions]
