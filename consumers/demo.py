@@ -11,12 +11,14 @@ the drifted ones and that both accuracies fell (exit code 1 otherwise).
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import threading
 import time
 from collections import deque
 from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,7 +64,34 @@ def simulate(rng: np.random.Generator, n: int, drifted: bool) -> dict[str, Any]:
     }
 
 
-def demo_config(reference: Path, bootstrap: str, window: float, http_port: int) -> DriftlineConfig:
+class Receiver:
+    """A local HTTP endpoint standing in for the on-call webhook and the CI that retrains."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict[str, str], bytes]] = []
+        got = self.got
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                got.append((self.path, dict(self.headers.items()), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def demo_config(
+    reference: Path, bootstrap: str, window: float, http_port: int, receiver: str
+) -> DriftlineConfig:
     suffix = str(int(time.time() * 1000))
     return DriftlineConfig.model_validate(
         {
@@ -88,6 +117,29 @@ def demo_config(reference: Path, bootstrap: str, window: float, http_port: int) 
                     "positive_label": "fraud",
                     "reference": {"path": str(reference)},
                     "drift": {"min_events": 200},
+                }
+            ],
+            "alerts": {
+                "rules": [
+                    {
+                        "alert": "FeatureDrift",
+                        "metric": "driftline_feature_drifted",
+                        "match": {"model": MODEL},
+                        "op": ">=",
+                        "threshold": 1,
+                        "keep_firing_for": "30s",
+                        "annotations": {"summary": "{{ feature }} drifted on {{ model }}"},
+                    }
+                ],
+                "sinks": [{"name": "on-call", "type": "webhook", "url": f"{receiver}/alerts"}],
+            },
+            "retraining": [
+                {
+                    "model": MODEL,
+                    "on_alerts": ["FeatureDrift"],
+                    "cooldown": "1h",
+                    "max_per_day": 2,
+                    "target": {"type": "http", "url": f"{receiver}/retrain"},
                 }
             ],
         }
@@ -116,12 +168,15 @@ def run_demo(
         ref = simulate(rng, 20_000, drifted=False)
         del ref["truth"]
         _write_csv(reference, ref)
-        config = demo_config(reference, bootstrap_servers, window, http_port)
+        receiver = Receiver()
+        stack.callback(receiver.close)
+        config = demo_config(reference, bootstrap_servers, window, http_port, receiver.url)
         k = config.kafka
         ensure_topics(
             bootstrap_servers, [k.predictions_topic, k.ground_truth_topic, k.dead_letter_topic]
         )
         service = Service(config)
+        service.enable_alerting(workdir / "alerts", time.time())
         http = HttpServer(config.http.host, config.http.port, service.registry, service)
         http.start()
         stack.callback(http.stop)
@@ -147,7 +202,11 @@ def run_demo(
         logger.flush(timeout=10)
         _drain(service, sent, timeout=15)
         final = service.evaluation(MODEL)
-        return _summary(before, final, sent, service, out)
+        code = _summary(before, final, sent, service, out)
+        assert service.alerting is not None
+        service.alerting.dispatcher.wait_idle(10)
+        service.alerting.close()
+        return code if _received(receiver, out) else 1
     return 1  # pragma: no cover - ExitStack does not swallow exceptions
 
 
@@ -239,6 +298,29 @@ def _view(ev: ModelEvaluation | None, elapsed: float, drift_at: float, out: Text
         + f"  accuracy realized={acc[0]} estimated={acc[1]}",
         file=out,
     )
+
+
+def _received(receiver: Receiver, out: TextIO) -> bool:
+    """Print what the local receiver got; True when it got an alert and a retraining request."""
+    print(f"the local receiver ({receiver.url}) got {len(receiver.got)} request(s):", file=out)
+    kinds = set()
+    for path, headers, body in receiver.got:
+        data = json.loads(body)
+        if path == "/alerts":
+            kinds.add("alert")
+            names = ", ".join(
+                f"{a['labels'].get('alertname')}({a['labels'].get('feature')}) {a['status']}"
+                for a in data["alerts"]
+            )
+            print(f"  POST /alerts   id={headers.get('webhook-id')}  {names}", file=out)
+        else:
+            kinds.add("retraining")
+            print(
+                f"  POST {path}  id={headers.get('webhook-id')}  {data.get('type')} "
+                f"model={data.get('model')} reason={data.get('reason')!r}",
+                file=out,
+            )
+    return kinds == {"alert", "retraining"}
 
 
 def _accuracies(ev: ModelEvaluation | None) -> tuple[str, str]:

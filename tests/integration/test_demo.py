@@ -18,6 +18,10 @@ def test_demo_flags_exactly_the_drifted_features(kafka_bootstrap):
     assert code == 0, text
     assert "OK: exactly the drifted features were flagged" in text
     assert "OK: realized and estimated accuracy both fell" in text
+    assert "POST /alerts" in text
+    assert "FeatureDrift(amount) firing" in text
+    assert "POST /retrain" in text
+    assert "retraining.requested model=fraud" in text
     for feature in DRIFTED:
         assert f"{feature}" in text
     assert "[" in text  # the live view printed at least one line
