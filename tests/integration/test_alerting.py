@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -110,7 +113,13 @@ def test_drift_fires_the_rule_and_the_sink_gets_a_signed_v4_body(
             time.sleep(0.2)
         assert got, "the sink received nothing"
         headers, body = got[0]
-        Webhook(SECRET).verify(body, {k.lower(): v for k, v in headers.items()})
+        lower = {k.lower(): v for k, v in headers.items()}
+        Webhook(SECRET).verify(body, lower)
+        # and independently, by the Standard Webhooks spec: HMAC-SHA256 over id.timestamp.body
+        key = base64.b64decode(SECRET.removeprefix("whsec_"))
+        signed = f"{lower['webhook-id']}.{lower['webhook-timestamp']}.".encode() + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        assert f"v1,{expected}" in lower["webhook-signature"].split()
         payload = json.loads(body)
         assert payload["version"] == "4"
         assert payload["status"] == "firing"
