@@ -33,7 +33,7 @@ from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor, Wi
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
-from monitor.stream_reference import StreamReference
+from monitor.stream_reference import StreamReference, typed_batch
 
 __all__ = [
     "CheckpointInfo",
@@ -90,6 +90,13 @@ def policy_of(settings: ModelSettings) -> DriftPolicy:
             base.report,
         )
     return DriftPolicy(numerical, categorical, d.min_events, overrides)
+
+
+def _typed(batch: EventBatch, profile: ReferenceProfile | None) -> EventBatch:
+    """A batch decoded before its model had a schema, with columns typed as the profile's."""
+    if profile is None or batch.numerical or not batch.categorical:
+        return batch
+    return typed_batch(batch, profile.specs)
 
 
 def accumulators_of(
@@ -322,8 +329,11 @@ class Service:
         assert ref is not None
         wanted = ref.wants(batch)
         if not wanted.any():
-            return batch
-        profile = ref.add(batch.select(wanted))
+            return _typed(batch, model.profile)
+        # only as many as the reference still needs; the rest of the batch is windowed
+        taken = np.zeros(len(batch), dtype=bool)
+        taken[np.flatnonzero(wanted)[: ref.target - ref.collected]] = True
+        profile = ref.add(batch.select(taken))
         if profile is not None:
             log.info(
                 "reference built from the stream",
@@ -336,7 +346,7 @@ class Service:
             # A new reference means new bins: windows counted against the old one restart.
             model.profile, model.monitors, model.evaluation = profile, {}, None
             self.decoder.set_schema(profile.model, profile.specs)
-        return batch.select(~wanted)
+        return _typed(batch.select(~taken), model.profile)
 
     def evaluate_all(self, now: float) -> None:
         with self._lock:

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.events import EventBatch
+from monitor.events import MISMATCH, NONFINITE, EventBatch
 from monitor.reference import PREDICTION, BinningOptions, ReferenceProfile, build_profile
-from monitor.schema import FeatureSpec
+from monitor.schema import FeatureKind, FeatureSpec
 
-__all__ = ["StreamReference"]
+__all__ = ["StreamReference", "typed_batch"]
 
 
 class StreamReference:
@@ -85,3 +85,54 @@ def _merge(parts: list[EventBatch]) -> EventBatch:
         for k in names - p.categorical.keys():
             p.categorical[k] = np.full(len(p), None, dtype=object)
     return EventBatch.concat(parts)
+
+
+def typed_batch(batch: EventBatch, specs: Sequence[FeatureSpec]) -> EventBatch:
+    """Type the raw columns of a batch decoded while its model had no schema yet.
+
+    Only the batch in which a stream reference completes goes through here, so the loop
+    per value is bounded by one batch per model version. Values of the wrong type are
+    flagged as mismatches, as the decoder would have flagged them.
+    """
+    n = len(batch)
+    numerical: dict[str, NDArray[np.float64]] = {}
+    categorical: dict[str, NDArray[np.object_]] = {}
+    flags: dict[str, NDArray[np.int8]] = {}
+    for spec in specs:
+        raw = batch.categorical.get(spec.name)
+        values = raw.tolist() if raw is not None else [None] * n
+        if spec.kind is FeatureKind.NUMERICAL:
+            ok = [
+                v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                for v in values
+            ]
+            numerical[spec.name] = np.array(
+                [v if good else None for v, good in zip(values, ok, strict=True)], dtype=np.float64
+            )
+            bad = ~np.array(ok, dtype=bool)
+        else:
+            ok = [v is None or isinstance(v, str | int) for v in values]
+            col = np.empty(n, dtype=object)
+            col[:] = [v if good else None for v, good in zip(values, ok, strict=True)]
+            categorical[spec.name] = col
+            bad = ~np.array(ok, dtype=bool)
+        nonfinite = np.zeros(n, dtype=bool)
+        if spec.kind is FeatureKind.NUMERICAL:
+            nonfinite = np.isinf(numerical[spec.name])
+            numerical[spec.name][nonfinite] = np.nan
+        if bad.any() or nonfinite.any():
+            flags[spec.name] = np.where(bad, MISMATCH, np.where(nonfinite, NONFINITE, 0)).astype(
+                np.int8
+            )
+    return EventBatch(
+        model=batch.model,
+        event_time=batch.event_time,
+        event_id=batch.event_id,
+        model_version=batch.model_version,
+        numerical=numerical,
+        categorical=categorical,
+        score=batch.score,
+        label=batch.label,
+        latency_ms=batch.latency_ms,
+        flags=flags,
+    )

@@ -1,0 +1,111 @@
+"""A reference built from the first N events of each model version, through the service."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from consumers.service import Service
+from monitor.config import DriftlineConfig
+from monitor.events import EventBatch
+from monitor.schema import FeatureKind
+from monitor.stream_reference import StreamReference
+
+
+def batch(n: int, version: str, shift: float = 0.0, seed: int = 0) -> EventBatch:
+    rng = np.random.default_rng(seed)
+    x = np.empty(n, dtype=object)
+    x[:] = rng.normal(shift, 1.0, n).tolist()
+    c = np.empty(n, dtype=object)
+    c[:] = rng.choice(["a", "b"], n).tolist()
+    return EventBatch(
+        model="m",
+        event_time=np.arange(n, dtype=np.float64),
+        event_id=[f"{version}-{i}" for i in range(n)],
+        model_version=np.full(n, version, dtype=object),
+        numerical={},
+        categorical={"x": x, "c": c},  # untyped: the schema is not known yet
+        score=rng.random(n),
+        label=np.full(n, None, dtype=object),
+        latency_ms=np.full(n, np.nan),
+    )
+
+
+def test_first_n_events_of_each_version_become_its_reference():
+    ref = StreamReference("m", events=500)
+    b = batch(300, "v1")
+    assert ref.add(b.select(ref.wants(b))) is None
+    assert ref.collected == 300
+    b = batch(300, "v1", seed=1)
+    profile = ref.add(b.select(ref.wants(b)))
+    assert profile is not None
+    assert profile.n_events == 500
+    assert profile.model_version == "v1"
+    assert {f.name: f.kind for f in profile.features} == {
+        "x": FeatureKind.NUMERICAL,
+        "c": FeatureKind.CATEGORICAL,
+    }
+    assert profile.prediction is not None
+    # the same version is not collected again; a new one is
+    assert not ref.wants(batch(10, "v1")).any()
+    assert ref.wants(batch(10, "v2")).all()
+
+
+def event(i: int, version: str, x: float) -> bytes:
+    return json.dumps(
+        {
+            "event_id": f"{version}-{i}",
+            "model": "m",
+            "model_version": version,
+            "timestamp": 1000.0 + i * 0.1,
+            "features": {"x": x, "c": "a" if i % 2 else "b"},
+            "prediction": 0.5,
+        }
+    ).encode()
+
+
+def test_service_builds_the_reference_from_the_stream_and_checkpoints_it():
+    config = DriftlineConfig.model_validate(
+        {
+            "windows": {"pane": "10s", "size": "60s", "allowed_lateness": "0s"},
+            "models": [{"name": "m", "reference": {"from_stream": {"events": 400}}}],
+        }
+    )
+    service = Service(config)
+    service.assigned = service.kafka_connected = True
+    ready, reasons = service.readiness()
+    assert not ready
+    assert "0/400" in reasons[0]
+    rng = np.random.default_rng(2)
+    values = [event(i, "v1", float(rng.normal())) for i in range(1000)]
+    decoded = service.decoder.decode(values, [0.0] * len(values))
+    assert decoded.invalid == []
+    service.handle(decoded, now=5.0)
+    assert service.readiness() == (True, [])
+    counters = service.snapshot().counters["m"]
+    assert counters.predictions == 1000  # the 400 taken for the reference count as consumed
+    (monitor,) = service._models["m"].monitors.values()
+    assert monitor.events_total == 600  # the rest are windowed against the new reference
+    ev = service.evaluation("m")
+    assert ev is not None
+    assert ev.window_events > 0
+    x = next(f for f in ev.features if f.name == "x")
+    assert x.missing_ratio == 0.0  # typed as numbers, not lost as missing values
+    assert x.type_mismatch_ratio == 0.0
+    # from now on events decode on the typed fast path of the inferred schema
+    later = service.decoder.decode([event(2000, "v1", 0.3)], [0.0])
+    assert later.batches["m"].numerical["x"].tolist() == [0.3]
+
+    # a checkpoint carries the stream-built reference to a fresh service
+    state = service.partition_state(0)
+    fresh = Service(config)
+    fresh.restore_partition(0, state, now=6.0)
+    assert fresh.snapshot().counters["m"].predictions == 1000
+    profile = fresh._models["m"].profile
+    assert profile is not None
+    assert profile.to_dict() == service._models["m"].profile.to_dict()
+    assert fresh.decoder.decode([event(1, "v1", 0.1)], [0.0]).batches["m"].numerical[
+        "x"
+    ].tolist() == [pytest.approx(0.1)]
