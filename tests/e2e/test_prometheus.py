@@ -22,7 +22,6 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,6 +33,7 @@ import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.demo import Receiver
 from consumers.http import HttpServer
 from consumers.loop import ConsumerLoop, open_store
 from consumers.service import Service
@@ -70,23 +70,6 @@ def _dashboards_module() -> ModuleType:
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(ROOT / "grafana"))
         return importlib.import_module("dashboards")
-
-
-def _receiver() -> str:
-    """A loopback HTTP endpoint that accepts every POST; its base URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def _free_port() -> int:
@@ -281,7 +264,7 @@ def test_dashboards_and_rules_against_a_real_prometheus(
     rng = np.random.default_rng(7)
     reference = tmp_path / "reference.csv"
     _write_reference(reference, rng)
-    receiver = _receiver()  # the on-call webhook and the CI that retrains
+    receiver = Receiver().url  # the on-call webhook and the CI that retrains
     topic, ground_truth, dead_letters = make_topic(), make_topic(), make_topic()
     config = DriftlineConfig.model_validate(
         {
