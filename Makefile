@@ -61,6 +61,7 @@ rules: prometheus-tools
 generate: $(VENV)/.installed-dev
 	$(BIN)/python grafana/dashboards.py
 	$(BIN)/python deploy/kubernetes/prometheusrule.py
+	$(BIN)/python deploy/kubernetes/reference.py
 
 e2e: $(VENV)/.installed-dev prometheus-tools
 	$(BIN)/python -m pytest tests/e2e

@@ -71,9 +71,10 @@ def main() -> int:
         rows = zip(*(cols[c].tolist() for c in names), strict=True)
         ref.write_text(",".join(names) + "\n" + "\n".join(",".join(map(str, r)) for r in rows))
         service = filled_service(ref, args.partitions, args.events_per_pane)
-        m = service.snapshot().counters["bench"]
+        ev = service.evaluation("bench")
+        windowed = ev.window_events if ev else 0
         print(
-            f"state: {args.partitions} partitions, 25 features, {m.window_events} events in "
+            f"state: {args.partitions} partitions, 25 features, {windowed} events in "
             f"the 1 h window of 60 s panes"
         )
 

@@ -1,6 +1,7 @@
 """Alerting at the edge: rules over the exported metrics, notifications, retraining.
 
-After a window evaluation the service hands every exported sample to the rule engine;
+After the owner of a model evaluates its merged window, the model's samples go to the
+rules of the panes partition it belongs to (never read back from the scrape path);
 transitions to firing or resolved become notifications for each sink, and firing alerts
 named in a model's ``retraining.on_alerts`` (or its cron schedule) become retraining
 requests. Both go to a persisted outbox delivered by a dispatcher thread, never on the
@@ -9,7 +10,6 @@ consumer's path.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -32,7 +32,7 @@ from alerts import (
 )
 from monitor.config import DriftlineConfig
 
-__all__ = ["Alerting"]
+__all__ = ["AlertUnit", "Alerting"]
 
 log = logging.getLogger("driftline.alerts")
 
@@ -43,8 +43,35 @@ _OWN_METRICS = frozenset(
 )
 
 
+class AlertUnit:
+    """Rule instances and retraining state of the models of one owned panes partition.
+
+    It moves with the models: saved in that partition's stage-2 checkpoint and restored by
+    whichever instance takes the partition over, so an alert firing before a hand-over is
+    not notified again."""
+
+    def __init__(self, config: DriftlineConfig, now: float) -> None:
+        self.engine = RuleEngine(config.alerts.rules)
+        self.retraining = [(r, RetrainingPolicy(r, now=now)) for r in config.retraining]
+        self.last_push = -float("inf")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "rules": self.engine.snapshot(),
+            "retraining": {s.model: p.snapshot() for s, p in self.retraining},
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.engine.restore(data["rules"])
+        policies = data.get("retraining", {})
+        for settings, policy in self.retraining:
+            if settings.model in policies:
+                policy.restore(policies[settings.model])
+
+
 class Alerting:
-    """Rule engine, sinks and retraining policies of one service."""
+    """Sinks, retraining targets and the outbox of one service; rule state is per
+    :class:`AlertUnit`."""
 
     def __init__(
         self,
@@ -53,10 +80,8 @@ class Alerting:
         now: float,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
-        self.state_file = Path(state_dir) / "alerts.json"
-        self.engine = RuleEngine(config.alerts.rules)
+        self.config = config
         self.sinks = list(config.alerts.sinks)
-        self.retraining = [(r, RetrainingPolicy(r, now=now)) for r in config.retraining]
         destinations = [Destination.from_sink(s, environ) for s in self.sinks]
         destinations += [Destination.for_retraining(r, environ) for r in config.retraining]
         self._tokens = {
@@ -64,52 +89,40 @@ class Alerting:
             for r in config.retraining
         }
         self.dispatcher = Dispatcher(Path(state_dir) / "outbox", destinations)
-        self._last_push = -float("inf")
-        self._restore()
 
     @staticmethod
     def wanted(config: DriftlineConfig) -> bool:
         return bool(config.alerts.rules or config.retraining)
 
-    def _restore(self) -> None:
-        """Alert and retraining state from the last run, so that an alert firing before a
-        restart is not notified again (its pending notification is in the outbox)."""
-        try:
-            data = json.loads(self.state_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.error("alert state not restored", extra={"error": str(exc)})
-            return
-        try:
-            self.engine.restore(data["rules"])
-            policies = data.get("retraining", {})
-            for settings, policy in self.retraining:
-                if settings.model in policies:
-                    policy.restore(policies[settings.model])
-        except (KeyError, ValueError) as exc:
-            log.error("alert state not restored", extra={"error": str(exc)})
+    def new_unit(self, now: float, state: Mapping[str, Any] | None = None) -> AlertUnit:
+        unit = AlertUnit(self.config, now)
+        if state is not None:
+            try:
+                unit.restore(state)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.error("alert state not restored", extra={"error": str(exc)})
+                unit = AlertUnit(self.config, now)
+        return unit
 
-    def _save(self) -> None:
-        data = {
-            "rules": self.engine.snapshot(),
-            "retraining": {s.model: p.snapshot() for s, p in self.retraining},
-        }
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_file)
-
-    def evaluate(self, samples: Iterable[Sample], versions: Mapping[str, Any], now: float) -> None:
+    def evaluate(
+        self,
+        unit: AlertUnit,
+        samples: Iterable[Sample],
+        versions: Mapping[str, Any],
+        now: float,
+        models: Iterable[str],
+    ) -> bool:
+        """Advance ``unit``'s rules on the samples of its ``models``; True when its state
+        changed (the caller makes it durable before going on)."""
+        owned = set(models)
         mine = [s for s in samples if s[0] not in _OWN_METRICS]
-        transitions = self.engine.evaluate(mine, now)
+        transitions = unit.engine.evaluate(mine, now)
         # Notifications are durable in the outbox before the state that says they were sent.
-        self._notify([t for t in transitions if t.notifies], now)
+        self._notify(unit, [t for t in transitions if t.notifies], now)
         triggered = False
-        for settings, policy in self.retraining:
+        for settings, policy in unit.retraining:
+            if settings.model not in owned:
+                continue
             trigger = policy.on_transitions(transitions, now) or policy.on_schedule(now)
             if trigger is None:
                 continue
@@ -137,15 +150,14 @@ class Alerting:
                 "retraining requested", extra={"model": settings.model, "reason": trigger.reason}
             )
             triggered = True
-        if transitions or triggered:
-            self._save()
+        return bool(transitions) or triggered
 
-    def _notify(self, transitions: list[Transition], now: float) -> None:
+    def _notify(self, unit: AlertUnit, transitions: list[Transition], now: float) -> None:
         # Alertmanager resolves an alert it has not heard of for resolve_timeout (5m), so
         # firing alerts are pushed to it again every minute, as Prometheus does.
-        if now - self._last_push >= REPUSH_SECONDS:
-            self._last_push = now
-            active = [a for a in self.engine.active() if a.state == AlertState.FIRING]
+        if now - unit.last_push >= REPUSH_SECONDS:
+            unit.last_push = now
+            active = [a for a in unit.engine.active() if a.state == AlertState.FIRING]
             for sink in self.sinks:
                 if sink.type == "alertmanager" and active:
                     request = sink_request(sink, active, valid_until=now + 4 * REPUSH_SECONDS)

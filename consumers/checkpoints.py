@@ -32,8 +32,11 @@ __all__ = [
     "CheckpointStore",
     "DirectoryStore",
     "KafkaTopicStore",
+    "RestoreError",
     "decode_checkpoint",
+    "decode_plain",
     "encode_checkpoint",
+    "encode_plain",
 ]
 
 CHECKPOINT_FORMAT = "driftline.checkpoint/v1"
@@ -41,6 +44,12 @@ CHECKPOINT_FORMAT = "driftline.checkpoint/v1"
 
 class CheckpointError(ConsumersError):
     """A checkpoint cannot be written, or one that was read cannot be used."""
+
+
+class RestoreError(CheckpointError):
+    """A checkpoint was read but its state cannot be restored (corrupt, another format,
+    counted against another reference or binning): the unit is rebuilt from the
+    committed offsets instead, never left half restored."""
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -66,6 +75,16 @@ def _arrays(obj: Any) -> Any:
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 
 
+def encode_plain(data: Any) -> bytes:
+    """MessagePack of plain data with numpy arrays (as checkpoints hold them)."""
+    return _encoder.encode(data)
+
+
+def decode_plain(blob: bytes) -> Any:
+    """Reads :func:`encode_plain` back (``msgspec.DecodeError`` when it is not that)."""
+    return _arrays(msgspec.msgpack.decode(blob))
+
+
 def encode_checkpoint(state: dict[str, Any]) -> bytes:
     return zlib.compress(_encoder.encode({"format": CHECKPOINT_FORMAT, **state}), 1)
 
@@ -74,10 +93,10 @@ def decode_checkpoint(blob: bytes) -> dict[str, Any]:
     try:
         data = msgspec.msgpack.decode(zlib.decompress(blob))
     except (zlib.error, msgspec.DecodeError) as exc:
-        raise CheckpointError(f"unreadable checkpoint: {exc}") from exc
+        raise RestoreError(f"unreadable checkpoint: {exc}") from exc
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(
+        raise RestoreError(
             f"checkpoint format {fmt!r} is not {CHECKPOINT_FORMAT!r}, the one this driftline "
             "reads; state will be rebuilt from the committed offsets"
         )

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from monitor.evaluation import ModelEvaluation
 from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS
 
-__all__ = ["DriftlineCollector", "ModelCounters", "StateSnapshot"]
+__all__ = ["DriftlineCollector", "ModelCounters", "StateSnapshot", "evaluation_samples"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class ModelCounters:
     predictions: int = 0
     ground_truth: int = 0
     late: int = 0
-    window_events: int = 0
     latency_buckets: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
     latency_sum: float = 0.0
     delay_buckets: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS) + 1)
@@ -106,9 +105,6 @@ class DriftlineCollector(Collector):
             "Events that arrived after their pane closed (counted, not windowed)",
             labels=["model"],
         )
-        window = GaugeMetricFamily(
-            "driftline_window_events", "Events in the live window", labels=["model"]
-        )
         latency = HistogramMetricFamily(
             "driftline_prediction_latency_seconds",
             "Prediction latency reported by the serving app",
@@ -119,7 +115,6 @@ class DriftlineCollector(Collector):
             events.add_metric([model, "prediction"], c.predictions)
             events.add_metric([model, "ground_truth"], c.ground_truth)
             late.add_metric([model], c.late)
-            window.add_metric([model], c.window_events)
             cumulative, buckets = 0, []
             for bound, count in zip(
                 (*LATENCY_BUCKETS, float("inf")), c.latency_buckets, strict=True
@@ -145,7 +140,6 @@ class DriftlineCollector(Collector):
             unjoined.add_metric([model, "outside_window"], c.labels_outside_window)
         yield events
         yield late
-        yield window
         yield latency
         yield delay
         yield unjoined
@@ -203,8 +197,23 @@ def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[s
     return out
 
 
+def evaluation_samples(
+    evaluations: Mapping[str, ModelEvaluation],
+) -> list[tuple[str, dict[str, str], float]]:
+    """The samples the evaluations are exported as: what alert rules read."""
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for family in _evaluation_metrics(evaluations)
+        for s in family.samples
+    ]
+
+
 def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[Metric]:
+    """Model-level series: exported by the one instance that owns the model."""
     fl = ["model", "feature"]
+    window = GaugeMetricFamily(
+        "driftline_window_events", "Events in the merged live window", labels=["model"]
+    )
     score = GaugeMetricFamily(
         "driftline_feature_drift_score", "Drift score of a feature", labels=[*fl, "method"]
     )
@@ -273,6 +282,7 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
     )
     for model, ev in sorted(evaluations.items()):
         last.add_metric([model], ev.evaluated_at)
+        window.add_metric([model], ev.window_events)
         r = ev.drifted_features_ratio
         if r is not None:
             ratio.add_metric([model], r)
@@ -305,3 +315,4 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
     yield prediction
     yield from (performance, estimated, coverage)
     yield last
+    yield window

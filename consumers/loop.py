@@ -39,16 +39,24 @@ from consumers.checkpoints import (
     CheckpointStore,
     DirectoryStore,
     KafkaTopicStore,
+    RestoreError,
     decode_checkpoint,
     encode_checkpoint,
 )
 from consumers.decoding import DecodedBatch, GroundTruthBatch, Invalid
+from consumers.pane_records import encode_update
+from consumers.panes_loop import PanesLoop
 from consumers.service import CheckpointInfo, Service
+from consumers.topics import ensure_topics
 from monitor.config import KafkaSettings, StateSettings
+from monitor.pane_merge import PaneUpdate
 
 __all__ = ["HEADER_PREFIX", "ConsumerLoop", "dead_letter_headers", "open_store"]
 
 log = logging.getLogger("driftline.consumer")
+
+#: how long a checkpoint waits for the panes topic to ack what it covers (seconds)
+PUBLISH_TIMEOUT = 5.0
 
 #: Kafka Connect's header names for dead-letter context.
 HEADER_PREFIX = "__connect.errors."
@@ -76,7 +84,8 @@ def open_store(state: StateSettings, kafka: KafkaSettings) -> CheckpointStore:
 
 
 class ConsumerLoop:
-    """Consumes the predictions topic into a :class:`Service` until stopped."""
+    """Stage 1 (the input topics into a :class:`Service`'s partitions, closed panes out to
+    the panes topic) and, on its own thread, stage 2 (:class:`PanesLoop`), until stopped."""
 
     def __init__(
         self,
@@ -89,6 +98,7 @@ class ConsumerLoop:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
+        service.local = False  # updates travel through the panes topic
         self.kafka = kafka
         self.store = store
         self.checkpoint_interval = checkpoint_interval
@@ -101,6 +111,16 @@ class ConsumerLoop:
         self._positions: dict[TopicPartition, int] = {}
         self._last_checkpoint = time.monotonic()
         self._assigned_at = time.monotonic()
+        self._producer: Any = None
+        self._sent: list[Any] = []  # futures of pane records not yet known to be durable
+        self.panes = PanesLoop(
+            service,
+            kafka,
+            store=store,
+            checkpoint_interval=checkpoint_interval,
+            client_config=self._client_config,
+            clock=clock,
+        )
 
     # -- clients -----------------------------------------------------------------------
 
@@ -139,7 +159,12 @@ class ConsumerLoop:
 
     def run(self, stop: threading.Event) -> None:
         consumer = self._consumer = self._new_consumer()
-        producer = self._new_producer()
+        producer = self._producer = self._new_producer()
+        self._ensure_panes_topic(consumer)
+        stage2 = threading.Thread(
+            target=self.panes.run, args=(stop,), name="driftline-stage2", daemon=True
+        )
+        stage2.start()
         # Both topics must be co-partitioned (same partition count, keyed by event_id, as
         # the PredictionLogger does) so that partition p of each meets in one instance.
         topics = [self.kafka.predictions_topic, self.kafka.ground_truth_topic]
@@ -179,24 +204,73 @@ class ConsumerLoop:
                     backoff = 0.5
                     now = self.clock()
                     for tp, batch in decoded:
-                        if isinstance(batch, GroundTruthBatch):
-                            self.service.handle_ground_truth(batch, now, tp.partition)
-                        else:
-                            self.service.handle(batch, now, tp.partition)
                         self._positions[tp] = polled[tp][-1].offset + 1
+                        version = self._version(tp.partition)
+                        if isinstance(batch, GroundTruthBatch):
+                            self.service.handle_ground_truth(batch, now, tp.partition, version)
+                        else:
+                            self._publish(self.service.handle(batch, now, tp.partition, version))
                     self.batches += 1
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
                     self.checkpoint_and_commit(self._positions)
         finally:
             self.service.assigned = False
             self.checkpoint_and_commit(self._positions)
+            stage2.join(timeout=30)
             try:
-                producer.close(timeout=5)
-            finally:
+                # leaving the group revokes the partitions, which publishes through the
+                # producer: close the consumer first
                 consumer.close(autocommit=False)
+            finally:
+                producer.close(timeout=5)
                 if self.store is not None:
                     self.store.close()
                 self.stopped.set()
+
+    def _ensure_panes_topic(self, consumer: Any) -> None:
+        """The panes topic, created with as many partitions as the predictions topic (the
+        unit of stage-2 parallelism) when it does not exist."""
+        partitions = consumer.partitions_for_topic(self.kafka.predictions_topic) or {0}
+        try:
+            ensure_topics(
+                self.kafka.bootstrap_servers, [self.kafka.panes_topic], partitions=len(partitions)
+            )
+        except Exception as exc:  # the producer creates it on first use where allowed
+            log.warning("panes topic not created", extra={"error": str(exc)})
+
+    def _version(self, partition: int) -> int:
+        """What the state of ``partition`` reflects: its offsets in both topics, summed
+        (each only grows, so a later state has a larger version)."""
+        return sum(o for tp, o in self._positions.items() if tp.partition == partition)
+
+    def _publish(self, updates: Iterable[PaneUpdate]) -> None:
+        for u in updates:
+            self._sent.append(
+                self._producer.send(
+                    self.kafka.panes_topic,
+                    key=u.model.encode(),
+                    value=encode_update(u, self.kafka.group_id),
+                )
+            )
+
+    def _publish_durably(self, partitions: Iterable[int]) -> None:
+        """Every changed pane and watermark of ``partitions`` on the panes topic, acked,
+        before a checkpoint says they are counted (raises ``KafkaError``).
+
+        Records not acked within ``PUBLISH_TIMEOUT`` stay pending for the next attempt; if
+        any was refused, every closed pane is published again (updates are idempotent)."""
+        if self._producer is None:
+            return
+        for p in sorted(set(partitions)):
+            self._publish(self.service.flush(p))
+        if not self._sent:
+            return
+        self._producer.flush(timeout=PUBLISH_TIMEOUT)  # KafkaTimeoutError: still pending
+        sent, self._sent = self._sent, []
+        failed = [f for f in sent if f.failed()]
+        if failed:
+            self.service.republish_all()
+            raise failed[0].exception
 
     def _observe(self, consumer: Any, session_s: float) -> None:
         """Assignment, broker health and lag, for /readyz and /metrics."""
@@ -232,6 +306,15 @@ class ConsumerLoop:
         if not positions:
             return
         offsets = dict(positions)
+        try:
+            self._publish_durably(tp.partition for tp in offsets)
+        except KafkaError as exc:
+            self.service.kafka_connected = False
+            log.error(
+                "panes topic not writable; no checkpoint, offsets not committed",
+                extra={"topic": self.kafka.panes_topic, "error": repr(exc)},
+            )
+            return
         try:
             self._save(offsets)
         except CheckpointError as exc:
@@ -281,24 +364,30 @@ class ConsumerLoop:
                 continue
             try:
                 blob = self.store.load(self._key(partition))
-                data = decode_checkpoint(blob) if blob is not None else None
-            except CheckpointError as exc:
+                if blob is None:
+                    continue
+                data = decode_checkpoint(blob)
+                try:
+                    offsets = {str(t): int(o) for t, o in data["offsets"].items()}
+                    state = data["state"]
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise RestoreError(f"malformed checkpoint: {exc!r}") from exc
+                self.service.restore_partition(partition, state, self.clock())
+            except CheckpointError as exc:  # unreadable, or RestoreError: state left empty
                 log.error(
-                    "checkpoint not restored", extra={"partition": partition, "error": str(exc)}
+                    "checkpoint not restored; partition rebuilt from the committed offsets",
+                    extra={"partition": partition, "error": str(exc)},
                 )
-                data = None
-            if data is None:
                 continue
-            self.service.restore_partition(partition, data["state"], self.clock())
             for tp in tps:
-                offset = data["offsets"].get(tp.topic)
+                offset = offsets.get(tp.topic)
                 if offset is None:
                     continue
-                self._positions[tp] = int(offset)
-                self._consumer.seek(tp, int(offset))
+                self._positions[tp] = offset
+                self._consumer.seek(tp, offset)
             log.info(
                 "restored partition from checkpoint",
-                extra={"partition": partition, "offsets": data["offsets"]},
+                extra={"partition": partition, "offsets": offsets},
             )
 
     def release(self, partitions: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
@@ -308,9 +397,10 @@ class ConsumerLoop:
         offsets: dict[Any, Any] = {}
         if save and mine:
             try:
+                self._publish_durably(tp.partition for tp in mine)
                 self._save(mine)
                 offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in mine.items()}
-            except CheckpointError as exc:
+            except (CheckpointError, KafkaError) as exc:
                 log.error("checkpoint on revocation failed", extra={"error": str(exc)})
         now = self.clock()
         for tp in gone:

@@ -49,9 +49,9 @@ def model_detail() -> Dashboard:
                 "Score of the method that decides each feature's drift, with its configured "
                 f"threshold (dashed series). The dashed line marks the default {DRIFT_THRESHOLD}.",
                 "none",
-                query(f"max by (feature, method) ({deciding})", "{{feature}} ({{method}})"),
+                query(f"sum by (feature, method) ({deciding})", "{{feature}} ({{method}})"),
                 query(
-                    f"max by (feature, method) (driftline_feature_drift_threshold{{{sel}}})",
+                    f"sum by (feature, method) (driftline_feature_drift_threshold{{{sel}}})",
                     "threshold {{feature}} ({{method}})",
                     "B",
                 ),
@@ -81,7 +81,7 @@ def model_detail() -> Dashboard:
                 "opinions of drift.*.report); scales differ by method.",
                 "none",
                 query(
-                    f"max by (feature, method) (driftline_feature_drift_score{{{sel}}})",
+                    f"sum by (feature, method) (driftline_feature_drift_score{{{sel}}})",
                     "{{feature}} {{method}}",
                 ),
             )
@@ -92,7 +92,7 @@ def model_detail() -> Dashboard:
                 "p-values of the test methods (ks, chisquare); below 0.05 is significant.",
                 "none",
                 query(
-                    f"max by (feature, method) (driftline_feature_drift_pvalue{{{sel}}})",
+                    f"sum by (feature, method) (driftline_feature_drift_pvalue{{{sel}}})",
                     "{{feature}} {{method}}",
                 ),
                 steps=thresholds(("red", None), ("green", 0.05)),
@@ -104,7 +104,7 @@ def model_detail() -> Dashboard:
                 "Prediction drift",
                 "Drift of the model's output against the reference predictions.",
                 "none",
-                query(f"max by (method) (driftline_prediction_drift_score{{{sel}}})", "{{method}}"),
+                query(f"sum by (method) (driftline_prediction_drift_score{{{sel}}})", "{{method}}"),
                 steps=thresholds(OK, ("red", DRIFT_THRESHOLD)),
             )
         )
@@ -115,7 +115,7 @@ def model_detail() -> Dashboard:
                 "Share of the window's events without the feature (absent or null).",
                 "percentunit",
                 query(
-                    f"max by (feature) (driftline_feature_missing_ratio{{{sel}}})", "{{feature}}"
+                    f"sum by (feature) (driftline_feature_missing_ratio{{{sel}}})", "{{feature}}"
                 ),
                 maximum=1,
             )
@@ -127,7 +127,7 @@ def model_detail() -> Dashboard:
                 "reference range.",
                 "percentunit",
                 query(
-                    f"max by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
                     "{{feature}}",
                 ),
                 maximum=1,
@@ -139,7 +139,7 @@ def model_detail() -> Dashboard:
                 "Share of the window's values of categorical features unseen in the reference.",
                 "percentunit",
                 query(
-                    f"max by (feature) (driftline_feature_new_category_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_new_category_ratio{{{sel}}})",
                     "{{feature}}",
                 ),
                 maximum=1,
@@ -151,11 +151,11 @@ def model_detail() -> Dashboard:
                 "Share of the window's values of the wrong type, and of NaN or infinity.",
                 "percentunit",
                 query(
-                    f"max by (feature) (driftline_feature_type_mismatch_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_type_mismatch_ratio{{{sel}}})",
                     "{{feature}} wrong type",
                 ),
                 query(
-                    f"max by (feature) (driftline_feature_nonfinite_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_nonfinite_ratio{{{sel}}})",
                     "{{feature}} non-finite",
                     "B",
                 ),
@@ -228,7 +228,7 @@ def model_detail() -> Dashboard:
                 "Label coverage",
                 "Share of the window's predictions that have a ground-truth label.",
                 "percentunit",
-                query(f"max(driftline_label_coverage_ratio{{{sel}}})", "coverage"),
+                query(f"sum(driftline_label_coverage_ratio{{{sel}}})", "coverage"),
                 maximum=1,
             )
         )
@@ -239,11 +239,11 @@ def model_detail() -> Dashboard:
                 "Each metric from ground-truth labels (realized) and estimated without them.",
                 "none",
                 query(
-                    f"max by (metric) (driftline_model_performance{{{sel}}})",
+                    f"sum by (metric) (driftline_model_performance{{{sel}}})",
                     "{{metric}} realized",
                 ),
                 query(
-                    f"max by (metric) (driftline_model_performance_estimated{{{sel}}})",
+                    f"sum by (metric) (driftline_model_performance_estimated{{{sel}}})",
                     "{{metric}} estimated",
                     "B",
                 ),
@@ -257,23 +257,23 @@ def model_detail() -> Dashboard:
 def _features_table(title: str, description: str, sel: str, deciding: str) -> Table:
     columns = [
         # (ref, query, column name, unit)
-        ("A", f"max by (feature) (driftline_feature_drifted{{{sel}}})", "drifted", "none"),
-        ("B", f"max by (feature, method) ({deciding})", "score", "none"),
+        ("A", f"sum by (feature) (driftline_feature_drifted{{{sel}}})", "drifted", "none"),
+        ("B", f"sum by (feature, method) ({deciding})", "score", "none"),
         (
             "C",
-            f"max by (feature) (driftline_feature_drift_threshold{{{sel}}})",
+            f"sum by (feature) (driftline_feature_drift_threshold{{{sel}}})",
             "threshold",
             "none",
         ),
         (
             "D",
-            f"max by (feature) (driftline_feature_missing_ratio{{{sel}}})",
+            f"sum by (feature) (driftline_feature_missing_ratio{{{sel}}})",
             "missing",
             "percentunit",
         ),
         (
             "E",
-            f"max by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
+            f"sum by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
             "out of range",
             "percentunit",
         ),

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "RULE_METRICS",
     "AlertRule",
     "AlertSettings",
     "BinningSettings",
@@ -115,6 +116,8 @@ class KafkaSettings(_Settings):
     predictions_topic: str = "driftline.predictions"
     ground_truth_topic: str = "driftline.ground-truth"
     dead_letter_topic: str = "driftline.dead-letter"
+    #: stage 1 publishes closed panes here, keyed by model; stage 2 merges them
+    panes_topic: str = "driftline.panes"
     #: passed to the Kafka client as is
     consumer: dict[str, Any] = Field(default_factory=dict)
     producer: dict[str, Any] = Field(default_factory=dict)
@@ -157,6 +160,9 @@ class WindowSettings(_Settings):
     pane: Duration = 60.0
     size: Duration = 3600.0
     allowed_lateness: Duration = 300.0
+    #: a source partition with no event of a model for this long (wall clock) no longer
+    #: holds that model's merged watermark back
+    idle_timeout: PositiveDuration = 300.0
 
     @model_validator(mode="after")
     def _size_is_whole_panes(self) -> Self:
@@ -338,6 +344,30 @@ class ModelSettings(_Settings):
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 
+#: What driftline's own rules read: a model's merged series, exported by the one instance
+#: that owns the model. Consumer-side counters are per instance (alert on their sum with
+#: Prometheus rules, as deploy/prometheus/alert_rules.yml does).
+RULE_METRICS = frozenset(
+    {
+        "driftline_window_events",
+        "driftline_feature_drift_score",
+        "driftline_feature_drift_pvalue",
+        "driftline_feature_drift_threshold",
+        "driftline_feature_drifted",
+        "driftline_drifted_features_ratio",
+        "driftline_feature_missing_ratio",
+        "driftline_feature_type_mismatch_ratio",
+        "driftline_feature_nonfinite_ratio",
+        "driftline_feature_out_of_range_ratio",
+        "driftline_feature_new_category_ratio",
+        "driftline_prediction_drift_score",
+        "driftline_model_performance",
+        "driftline_model_performance_estimated",
+        "driftline_label_coverage_ratio",
+        "driftline_last_evaluation_timestamp_seconds",
+    }
+)
+
 
 class AlertRule(_Settings):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -357,6 +387,17 @@ class AlertRule(_Settings):
     severity: str = "warning"
     labels: dict[LabelName, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("metric")
+    @classmethod
+    def _model_level(cls, v: str) -> str:
+        if v not in RULE_METRICS:
+            raise ValueError(
+                f"{v} is not one of a model's merged series, which driftline's rules read "
+                f"({', '.join(sorted(RULE_METRICS))}); counters of the consumer side are "
+                "per instance: alert on their sum with a Prometheus rule"
+            )
+        return v
 
 
 class Sink(_Settings):

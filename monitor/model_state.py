@@ -8,7 +8,7 @@ snapshots. It never reads a clock or touches I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,14 @@ class ModelMonitor:
         self.max_event_time = -math.inf
         self.latency_buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
         self.latency_sum = 0.0
+        #: closed panes, newly closed or changed by late labels, not yet taken by
+        #: :meth:`take_closed`
+        self.dirty: set[int] = set()
+
+    @property
+    def extra_size(self) -> int:
+        """Length of a pane's performance-accumulator vector."""
+        return self._extra
 
     @property
     def model(self) -> str:
@@ -176,14 +184,30 @@ class ModelMonitor:
             value = PaneCounts(0, np.zeros(size, dtype=np.int64), np.zeros(size), extra)
             if not self.window.add_to_pane(index, value):
                 outside += int(m.sum())
+            elif self.window.last_closed is not None and index <= self.window.last_closed:
+                self.dirty.add(index)
         self.labels_outside_window += outside
         return outside
 
     def advance(self, event_time: float) -> bool:
         """Move the watermark as if an event at ``event_time`` had been seen."""
         before = self.window.last_closed
-        self.window.advance(event_time)
+        self.dirty.update(self.window.advance(event_time))
         return self.window.last_closed != before
+
+    def take_closed(self) -> tuple[tuple[int, PaneCounts], ...]:
+        """Copies of the closed panes still in the window that changed since the last call
+        (newly closed, or given late labels), oldest first."""
+        if not self.dirty:
+            return ()
+        out = tuple((i, p.copy()) for i, p in self.window.closed if i in self.dirty)
+        self.dirty.clear()
+        return out
+
+    def all_closed(self) -> tuple[tuple[int, PaneCounts], ...]:
+        """Copies of every closed pane still in the window (after a restore)."""
+        self.dirty.clear()
+        return tuple((i, p.copy()) for i, p in self.window.closed)
 
     def _observe_latency(self, latency_ms: NDArray[np.float64]) -> None:
         seconds = latency_ms[np.isfinite(latency_ms) & (latency_ms >= 0)] / 1000.0
@@ -194,28 +218,11 @@ class ModelMonitor:
 
     def evaluate(self, now: float) -> ModelEvaluation:
         """Drift, verdicts and quality of the live window, as an immutable snapshot."""
-        return self._evaluation(
+        return self.evaluate_window(
             self.window.window, now, self.window.watermark, self.window.window_range()
         )
 
-    @staticmethod
-    def evaluate_merged(monitors: Sequence[ModelMonitor], now: float) -> ModelEvaluation:
-        """One evaluation of several monitors of the same model (one per partition).
-
-        Their windows are added; the watermark is the slowest one's.
-        """
-        first = monitors[0]
-        if len(monitors) == 1:
-            return first.evaluate(now)
-        window = PaneCounts.zeros(first.layout.size, first._extra)
-        for m in monitors:
-            window += m.window.window
-        spans = [r for m in monitors if (r := m.window.window_range()) is not None]
-        span = max(spans, key=lambda r: r[1]) if spans else None
-        watermark = min(m.window.watermark for m in monitors)
-        return first._evaluation(window, now, watermark, span)
-
-    def _evaluation(
+    def evaluate_window(
         self,
         window: PaneCounts,
         now: float,

@@ -9,6 +9,8 @@ or expiring one from a window is one vector addition or subtraction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +67,12 @@ class CountLayout:
             self.prediction = FeatureSlots(profile.prediction, start)
             start = self.prediction.end
         self.size = start
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the bins and quality rules: panes of equal fingerprints add up."""
+        text = json.dumps([self.profile.to_dict(), self.range_margin], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def bin_batch(
         self, batch: EventBatch, pane_of_event: NDArray[np.intp], n_panes: int

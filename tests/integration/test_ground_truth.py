@@ -126,7 +126,7 @@ def test_realized_metrics_equal_sklearn_on_exactly_the_joined_pairs(
         ) as r:
             api = json.loads(r.read())
         unjoined = service.snapshot().counters["fraud"].unjoined
-        (join,) = service._models["fraud"].joins.values()
+        (join,) = service.inputs.joins("fraud")
         pending = (join.pending_predictions, join.pending_labels, join.joined_total)
     finally:
         stop.set()
@@ -221,7 +221,7 @@ def test_expired_and_evicted_counts_equal_what_was_left_unjoined(
                 break
             time.sleep(0.3)
         c = service.snapshot().counters["tiny"]
-        (join,) = service._models["tiny"].joins.values()
+        (join,) = service.inputs.joins("tiny")
         assert (c.predictions, c.ground_truth) == (530, 40)
         # Arrival order across the two topics is not fixed: labels of p0..p19 join when
         # they arrive before their predictions are evicted, and wait otherwise.

@@ -300,6 +300,14 @@ MISTAKES = [
         "not a driftline metric",
     ),
     (
+        "a rule on a per-instance counter",
+        MINIMAL
+        + "alerts:\n  rules:\n"
+        + "    - {alert: A, metric: driftline_events_invalid_total, threshold: 1}\n",
+        "alerts.rules[0].metric",
+        "per instance: alert on their sum with a Prometheus rule",
+    ),
+    (
         "a misspelt `for`",
         MINIMAL
         + "alerts:\n  rules:\n    - {alert: A, metric: driftline_x, threshold: 1, fro: 5m}\n",

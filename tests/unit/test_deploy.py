@@ -144,7 +144,10 @@ def test_recording_rules_are_named_level_metric_operations():
 def test_alert_rules_select_the_scrape_job():
     config = _load(PROMETHEUS / "prometheus.yml")
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert jobs["driftline"]["static_configs"][0]["targets"] == ["driftline:9108"]
+    # every replica of the compose service `driftline` is scraped (one A record each)
+    assert jobs["driftline"]["dns_sd_configs"] == [
+        {"names": ["driftline"], "type": "A", "port": 9108}
+    ]
     assert 'up{job="driftline"}' in _alerts()["DriftlineServiceDown"]["expr"]
     assert config["rule_files"] == [p.name for p in RULE_FILES]
 
@@ -200,7 +203,7 @@ def test_compose_runs_the_whole_stack():
     build = services["driftline"]["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == ROOT / "Dockerfile"
     # the services the configuration files address by name exist
-    assert services["driftline"]["ports"] == ["9108:9108"]
+    assert services["driftline"]["ports"] == ["9108-9110:9108"]  # up to 3 replicas
     alertmanagers = _load(PROMETHEUS / "prometheus.yml")["alerting"]["alertmanagers"]
     assert alertmanagers[0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     datasource = _load(ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")
@@ -217,6 +220,10 @@ def test_compose_mounts_exist_and_match_what_reads_them():
                 assert (DEPLOY / source).exists(), source
                 mounts[target] = (DEPLOY / source).resolve()
     assert mounts["/etc/driftline/driftline.yaml"] == DEPLOY / "driftline.yaml"
+    # every replica bins against the one mounted reference profile
+    (model,) = load_config(DEPLOY / "driftline.yaml", environ={}).models
+    assert model.reference.path is not None
+    assert mounts[model.reference.path] == KUBERNETES / "fraud-reference.json"
     assert mounts["/etc/prometheus"] == PROMETHEUS
     assert mounts["/etc/grafana/provisioning"] == ROOT / "grafana" / "provisioning"
     provider = _load(ROOT / "grafana" / "provisioning" / "dashboards" / "driftline.yaml")
@@ -302,11 +309,36 @@ def test_deployment_probes_and_security():
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     config = [n for n, v in volumes.items() if v.get("configMap", {}).get("name")]
     assert [volumes[n]["configMap"]["name"] for n in config] == [generator["name"]]
-    (file,) = generator["files"]
+    file, reference = (f.split("#")[0].strip() for f in generator["files"])
     assert container["args"][-1] == f"{mounts[config[0]]}/{file}"
     assert container["image"] in {i["name"] for i in kustomization["images"]}
     # a read-only root filesystem needs the state in Kafka, not in a directory
-    assert load_config(KUBERNETES / file, environ={}).state.kafka_topic
+    loaded = load_config(KUBERNETES / file, environ={})
+    assert loaded.state.kafka_topic
+    # several replicas: one reference profile for all, from the same ConfigMap
+    (model,) = loaded.models
+    assert model.reference.path == f"{mounts[config[0]]}/{reference}"
+
+
+def test_three_replicas_and_a_disruption_budget():
+    deployment = _kubernetes("Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    budget = _kubernetes("PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_reference_profile_is_what_the_generator_writes():
+    spec = importlib.util.spec_from_file_location(
+        "driftline_reference", KUBERNETES / "reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (KUBERNETES / "fraud-reference.json").read_text(encoding="utf-8")
+    assert module.profile_json() == committed, "run `make generate`"
 
 
 def test_service_and_servicemonitor_find_the_pods():

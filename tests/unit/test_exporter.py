@@ -6,7 +6,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.exporter import DriftlineCollector, ModelCounters, StateSnapshot
+from consumers.exporter import (
+    DriftlineCollector,
+    ModelCounters,
+    StateSnapshot,
+    evaluation_samples,
+)
+from monitor.config import RULE_METRICS
 from monitor.events import EventBatch
 from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.reference import build_profile
@@ -48,7 +54,6 @@ def test_collector_exports_the_snapshot():
             "fraud": ModelCounters(
                 predictions=500,
                 late=2,
-                window_events=m.window.window.events,
                 latency_buckets=tuple(m.latency_buckets.tolist()),
                 latency_sum=m.latency_sum,
             )
@@ -98,8 +103,24 @@ def test_no_verdict_below_min_events_and_no_evaluation_yet():
     snap = StateSnapshot(version="x", counters={"fraud": ModelCounters()})
     registry = CollectorRegistry()
     registry.register(DriftlineCollector(lambda: snap))
-    assert registry.get_sample_value("driftline_window_events", {"model": "fraud"}) == 0
+    # model-level series come from the owner's evaluation only: none before it
+    assert registry.get_sample_value("driftline_window_events", {"model": "fraud"}) is None
     assert (
         registry.get_sample_value("driftline_feature_drifted", {"model": "fraud", "feature": "x"})
         is None
     )
+
+
+def test_rules_read_exactly_the_model_level_series():
+    """What alert rules may name (config) is what the owner of a model exports about it."""
+    ev = evaluated_monitor().evaluate(now=1.0)
+    snap = StateSnapshot(version="x", evaluations={"fraud": ev})
+    registry = CollectorRegistry()
+    registry.register(DriftlineCollector(lambda: snap))
+    model_level = {
+        f.name.removesuffix("_total") for f in registry.collect() if f.name in RULE_METRICS
+    }
+    assert model_level == RULE_METRICS
+    samples = evaluation_samples({"fraud": ev})
+    assert {name for name, _, _ in samples} <= RULE_METRICS
+    assert {name for name, _, _ in evaluation_samples({})} == set()

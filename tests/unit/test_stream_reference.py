@@ -86,8 +86,9 @@ def test_service_builds_the_reference_from_the_stream_and_checkpoints_it():
     assert service.readiness() == (True, [])
     counters = service.snapshot().counters["m"]
     assert counters.predictions == 1000  # the 400 taken for the reference count as consumed
-    (monitor,) = service._models["m"].monitors.values()
-    assert monitor.events_total == 600  # the rest are windowed against the new reference
+    (slot,) = service.inputs._slots[0].values()
+    assert slot.monitor is not None
+    assert slot.monitor.events_total == 600  # the rest are windowed against the new reference
     ev = service.evaluation("m")
     assert ev is not None
     assert ev.window_events > 0
@@ -103,9 +104,10 @@ def test_service_builds_the_reference_from_the_stream_and_checkpoints_it():
     fresh = Service(config)
     fresh.restore_partition(0, state, now=6.0)
     assert fresh.snapshot().counters["m"].predictions == 1000
-    profile = fresh._models["m"].profile
+    profile, built = fresh.specs["m"].profile, service.specs["m"].profile
     assert profile is not None
-    assert profile.to_dict() == service._models["m"].profile.to_dict()
+    assert built is not None
+    assert profile.to_dict() == built.to_dict()
     assert fresh.decoder.decode([event(1, "v1", 0.1)], [0.0]).batches["m"].numerical[
         "x"
     ].tolist() == [pytest.approx(0.1)]

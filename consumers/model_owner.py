@@ -1,0 +1,199 @@
+"""Stage 2: the models this instance owns — merged panes, evaluations, alert state.
+
+The panes topic is keyed by model, so every model lives on one panes partition, and the
+panes consumer group gives each panes partition to exactly one instance. That instance
+merges the model's panes from every input partition (:class:`~monitor.pane_merge.PaneMerge`),
+evaluates the merged window, exports the model's series and runs its alert rules; no
+other instance does. The unit of ownership, checkpoint and hand-over is a panes
+partition: its merges and its alert state are one ``snapshot()`` / ``restore()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.checkpoints import RestoreError
+from consumers.model_specs import ModelSpec
+from monitor.evaluation import ModelEvaluation
+from monitor.pane_merge import PaneMerge, PaneUpdate
+from monitor.panes import PaneCounts
+
+__all__ = ["ModelOwner", "OwnedUnit"]
+
+log = logging.getLogger("driftline.models")
+
+
+@dataclass
+class _Merged:
+    merge: PaneMerge
+    fingerprint: str
+    profile: Mapping[str, Any] | None = None  # a stream-built reference, as plain data
+    evaluation: ModelEvaluation | None = None
+
+
+@dataclass
+class OwnedUnit:
+    """One panes partition owned by this instance: its models and their alert state."""
+
+    models: dict[str, _Merged] = field(default_factory=dict)
+    #: rule and retraining state of these models (see :mod:`consumers.alerting`)
+    alerts: Any = None
+
+
+class ModelOwner:
+    """Merges, evaluations and alert state of the models of the panes partitions held."""
+
+    def __init__(
+        self, specs: Mapping[str, ModelSpec], pane: float, size_panes: int, idle_timeout: float
+    ) -> None:
+        self.specs = specs
+        self.pane, self.size_panes, self.idle_timeout = pane, size_panes, idle_timeout
+        self.units: dict[int, OwnedUnit] = {}
+        #: updates refused, by reason (unknown model, another reference)
+        self.rejected: Counter[str] = Counter()
+
+    def unit(self, unit: int) -> OwnedUnit:
+        u = self.units.get(unit)
+        if u is None:
+            u = self.units[unit] = OwnedUnit()
+        return u
+
+    def _merged(self, unit: OwnedUnit, update: PaneUpdate) -> _Merged | None:
+        spec = self.specs.get(update.model)
+        if spec is None:
+            self.rejected["unknown_model"] += 1
+            return None
+        m = unit.models.get(update.model)
+        if m is not None and m.fingerprint == update.fingerprint:
+            return m
+        if spec.stream_reference is None and update.fingerprint != spec.fingerprint:
+            self.rejected["other_reference"] += 1
+            if self.rejected["other_reference"] == 1:
+                log.warning(
+                    "panes counted against another reference ignored (another config?)",
+                    extra={"model": update.model, "partition": update.partition},
+                )
+            return None
+        if spec.evaluator(update.fingerprint, update.profile) is None:
+            self.rejected["other_reference"] += 1
+            return None
+        # a new (stream-built) reference: windows of the old one restart
+        m = unit.models[update.model] = _Merged(
+            PaneMerge(self.pane, self.size_panes, self.idle_timeout),
+            update.fingerprint,
+            update.profile,
+        )
+        return m
+
+    def _fits(self, update: PaneUpdate, m: _Merged) -> bool:
+        evaluator = self.specs[update.model].evaluator(m.fingerprint, m.profile)
+        if evaluator is None:
+            return False
+        size, extra = evaluator.layout.size, evaluator.extra_size
+        for _, p in update.panes:
+            if p.counts.shape != (size,) or p.sums.shape != (size,) or p.extra.shape != (extra,):
+                self.rejected["malformed"] += 1
+                return False
+        return True
+
+    def apply(self, unit: int, updates: Iterable[PaneUpdate], now: float) -> list[str]:
+        """Take a panes partition's updates; return the models evaluated again."""
+        owned = self.unit(unit)
+        touched: set[str] = set()
+        for update in updates:
+            m = self._merged(owned, update)
+            if m is not None and self._fits(update, m):
+                m.merge.apply(update)
+                touched.add(update.model)  # panes or the watermark may have moved
+        out = []
+        for name in sorted(touched):
+            m = owned.models[name]
+            m.merge.advance(now)
+            self._evaluate(name, m, now)
+            out.append(name)
+        return out
+
+    def tick(self, now: float) -> list[tuple[int, str]]:
+        """Let idle partitions stop holding watermarks back; evaluate what moved."""
+        out = []
+        for u, owned in self.units.items():
+            for name, m in owned.models.items():
+                if m.merge.advance(now):
+                    self._evaluate(name, m, now)
+                    out.append((u, name))
+        return out
+
+    def _evaluate(self, name: str, m: _Merged, now: float) -> None:
+        if m.merge.last_closed is None:
+            return
+        evaluator = self.specs[name].evaluator(m.fingerprint, m.profile)
+        if evaluator is None:
+            return
+        size, extra = evaluator.layout.size, evaluator.extra_size
+        window = m.merge.window(lambda: PaneCounts.zeros(size, extra))
+        m.evaluation = evaluator.evaluate_window(
+            window, now, m.merge.watermark, m.merge.window_range()
+        )
+
+    # -- ownership and checkpoints -----------------------------------------------------------
+
+    def snapshot(self, unit: int) -> dict[str, Any]:
+        owned = self.units.get(unit, OwnedUnit())
+        return {
+            "models": {
+                name: {
+                    "fingerprint": m.fingerprint,
+                    "profile": m.profile,
+                    "merge": m.merge.snapshot(),
+                }
+                for name, m in sorted(owned.models.items())
+            },
+        }
+
+    def restore(self, unit: int, state: Mapping[str, Any], now: float) -> OwnedUnit:
+        """Replace a panes partition's merges with a snapshot's, whole or not at all."""
+        self.units.pop(unit, None)
+        models: dict[str, _Merged] = {}
+        try:
+            for name, data in state["models"].items():
+                spec = self.specs.get(name)
+                if spec is None:
+                    continue
+                fingerprint, profile = str(data["fingerprint"]), data.get("profile")
+                evaluator = spec.evaluator(fingerprint, profile)
+                if evaluator is None:
+                    raise RestoreError(f"model {name}: merged against another reference")
+                merge = PaneMerge(self.pane, self.size_panes, self.idle_timeout)
+                merge.restore(data["merge"], evaluator.layout.size, evaluator.extra_size)
+                models[name] = _Merged(merge, fingerprint, profile)
+        except RestoreError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise RestoreError(f"malformed model state: {exc!r}") from exc
+        owned = self.units[unit] = OwnedUnit(models)
+        for name, m in models.items():
+            self._evaluate(name, m, now)
+        return owned
+
+    def drop(self, unit: int) -> None:
+        self.units.pop(unit, None)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def evaluations(self) -> dict[str, ModelEvaluation]:
+        return {
+            name: m.evaluation
+            for owned in self.units.values()
+            for name, m in owned.models.items()
+            if m.evaluation is not None
+        }
+
+    def unit_of(self, model: str) -> int | None:
+        for u, owned in self.units.items():
+            if model in owned.models:
+                return u
+        return None

@@ -1,0 +1,196 @@
+"""What a configured model is made of: its reference, drift policy, performance
+accumulators and the monitors built from them.
+
+Shared by both stages of the service: stage 1 (per input partition) builds a
+:class:`~monitor.model_state.ModelMonitor` per partition from a :class:`ModelSpec`; stage 2
+(per model) evaluates merged windows with an evaluator of the same spec.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+from consumers.reference_files import read_columns, read_profile
+from monitor.binning import CategoricalBins
+from monitor.config import ModelSettings
+from monitor.evaluation import DriftPolicy, MethodChoice
+from monitor.model_state import ModelMonitor, WindowSpec
+from monitor.panes import CountLayout
+from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
+from monitor.reference import BinningOptions, ReferenceProfile, build_profile
+from monitor.schema import FeatureKind, FeatureSpec
+from monitor.stream_reference import StreamReference
+
+__all__ = [
+    "ModelSpec",
+    "accumulators_of",
+    "driftline_version",
+    "load_reference",
+    "options_of",
+    "policy_of",
+    "specs_of",
+]
+
+log = logging.getLogger("driftline.service")
+
+
+def driftline_version() -> str:
+    try:
+        return dist_version("driftline")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def specs_of(settings: ModelSettings) -> list[FeatureSpec] | None:
+    """Configured features, or ``None`` when they are to be inferred from the reference."""
+    if not settings.features:
+        return None
+    return [
+        FeatureSpec(name, FeatureKind(f.type), f.bounds) for name, f in settings.features.items()
+    ]
+
+
+def options_of(settings: ModelSettings) -> BinningOptions:
+    b = settings.binning
+    return BinningOptions(b.quantiles, b.coarse_bins, b.max_categories)
+
+
+def policy_of(settings: ModelSettings) -> DriftPolicy:
+    d = settings.drift
+
+    def choice(m: Any) -> MethodChoice:
+        return MethodChoice(m.method, m.threshold, tuple(m.report))
+
+    numerical, categorical = choice(d.numerical), choice(d.categorical)
+    overrides = {}
+    for name, o in d.overrides.items():
+        kind = settings.features.get(name)
+        base = categorical if kind is not None and kind.type == "categorical" else numerical
+        overrides[name] = MethodChoice(
+            o.method or base.method,
+            o.threshold if o.threshold is not None else base.threshold,
+            base.report,
+        )
+    return DriftPolicy(numerical, categorical, d.min_events, overrides)
+
+
+def accumulators_of(
+    settings: ModelSettings, profile: ReferenceProfile
+) -> tuple[PerformanceAccumulator | None, ExpectedPerformance | None]:
+    """Realized and estimated performance of a model's task.
+
+    Binary classification compares labels with ``positive_label`` (default ``"1"``);
+    multiclass needs the classes, taken from the reference's predictions.
+    """
+    task = settings.task
+    if task == "binary_classification":
+        positive = settings.positive_label if settings.positive_label is not None else "1"
+        threshold = settings.decision_threshold
+        return (
+            accumulator_for(task, positive_label=positive, decision_threshold=threshold),
+            ExpectedPerformance(threshold),
+        )
+    if task == "regression":
+        return accumulator_for(task, positive_label=None), None
+    pred = profile.prediction
+    if pred is not None and isinstance(pred.bins, CategoricalBins):
+        return accumulator_for(task, positive_label=None, classes=pred.bins.categories), None
+    log.warning("model %s: no reference predictions to take classes from", settings.name)
+    return None, None
+
+
+def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> ReferenceProfile:
+    """The reference profile of a model configured with ``reference.path``."""
+    assert settings.reference.path is not None
+    path = Path(settings.reference.path)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if path.suffix.lower() == ".json":
+        profile = read_profile(path)
+        if profile.model != settings.name:
+            log.warning("profile %s was built for model %r", path, profile.model)
+        return profile
+    columns = read_columns(path)
+    prediction_kind = (
+        FeatureKind.CATEGORICAL if settings.task == "multiclass_classification" else None
+    )
+    return build_profile(
+        settings.name,
+        columns,
+        specs_of(settings),
+        options_of(settings),
+        prediction_kind=prediction_kind,
+    )
+
+
+class ModelSpec:
+    """One configured model: settings, policy and its current reference.
+
+    ``profile`` is ``None`` while a reference is still being collected from the stream.
+    """
+
+    def __init__(
+        self, settings: ModelSettings, windows: WindowSpec, base_dir: Path | None = None
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.windows = windows
+        self.policy = policy_of(settings)
+        self.profile: ReferenceProfile | None = None
+        self.fingerprint = ""
+        self.stream_reference: StreamReference | None = None
+        self._evaluators: dict[str, ModelMonitor] = {}
+        if settings.reference.path is not None:
+            self.set_profile(load_reference(settings, base_dir))
+        else:
+            assert settings.reference.from_stream is not None
+            self.stream_reference = StreamReference(
+                settings.name,
+                settings.reference.from_stream.events,
+                specs_of(settings),
+                options_of(settings),
+            )
+
+    @property
+    def schema(self) -> tuple[FeatureSpec, ...] | list[FeatureSpec] | None:
+        return self.profile.specs if self.profile is not None else specs_of(self.settings)
+
+    def set_profile(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        self.fingerprint = CountLayout(profile, self.settings.quality.range_margin).fingerprint
+
+    def new_monitor(self, profile: ReferenceProfile | None = None) -> ModelMonitor:
+        """A monitor of ``profile`` (default: the current reference)."""
+        profile = profile or self.profile
+        assert profile is not None
+        performance, expected = accumulators_of(self.settings, profile)
+        return ModelMonitor(
+            profile,
+            self.windows,
+            self.policy,
+            range_margin=self.settings.quality.range_margin,
+            performance=performance,
+            expected=expected,
+        )
+
+    def evaluator(self, fingerprint: str, profile: Mapping[str, Any] | None) -> ModelMonitor | None:
+        """A monitor that evaluates merged windows binned against ``fingerprint``: the
+        configured reference, or a stream-built one carried by the panes."""
+        ev = self._evaluators.get(fingerprint)
+        if ev is not None:
+            return ev
+        if fingerprint == self.fingerprint and self.profile is not None:
+            ev = self.new_monitor()
+        elif profile is not None and self.stream_reference is not None:
+            ev = self.new_monitor(ReferenceProfile.from_dict(profile))
+            if ev.layout.fingerprint != fingerprint:
+                return None
+        else:
+            return None
+        self._evaluators = {fingerprint: ev}  # one reference at a time
+        return ev

@@ -1,0 +1,238 @@
+"""Stage 2's consumer: the panes topic, in a second consumer group, into the models owned.
+
+Kafka's group protocol is the only coordination: the panes partitions this instance is
+assigned are the models it owns. A panes partition's merged state (and its alert state) is
+checkpointed in the same store as stage 1's, with the panes offset it reflects; it is
+restored when the partition is assigned, checkpointed and committed when it is revoked,
+and checkpointed at once when its alert state changes (so a notification is never sent
+twice by two owners in turn). Replayed or duplicated records change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    RestoreError,
+    decode_checkpoint,
+    encode_checkpoint,
+)
+from consumers.pane_records import PaneRecordError, decode_update
+from consumers.service import CheckpointInfo, Service
+from monitor.config import KafkaSettings
+from monitor.pane_merge import PaneUpdate
+
+__all__ = ["PanesLoop"]
+
+log = logging.getLogger("driftline.stage2")
+
+#: how often idle partitions are re-examined (seconds, wall clock)
+TICK_SECONDS = 1.0
+
+
+class PanesLoop:
+    """Consumes the panes topic into a :class:`Service`'s stage 2 until stopped."""
+
+    def __init__(
+        self,
+        service: Service,
+        kafka: KafkaSettings,
+        *,
+        store: CheckpointStore | None,
+        checkpoint_interval: float,
+        client_config: Callable[[], dict[str, Any]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.kafka = kafka
+        self.store = store
+        self.checkpoint_interval = checkpoint_interval
+        self.clock = clock
+        self._client_config = client_config
+        self.group_id = f"{kafka.group_id}.panes"
+        self._consumer: Any = None
+        self._positions: dict[TopicPartition, int] = {}
+        self.records = 0
+        #: records refused (other format, corrupt) and from other deployments
+        self.rejected = 0
+        self.foreign = 0
+
+    def _new_consumer(self) -> Any:
+        config: dict[str, Any] = {
+            **self._client_config(),
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "client_id": "driftline-stage2",
+        }
+        config.update(self.kafka.consumer)
+        return KafkaConsumer(**config)
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            consumer = self._consumer = self._new_consumer()
+        except KafkaError as exc:
+            log.error("stage 2 cannot start", extra={"error": repr(exc)})
+            return
+        consumer.subscribe([self.kafka.panes_topic], listener=_Listener(self))
+        last_checkpoint = last_tick = time.monotonic()
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    polled = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms)
+                except KafkaError as exc:
+                    log.warning("panes poll failed; retrying", extra={"error": repr(exc)})
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+                now = self.clock()
+                for tp in sorted(polled, key=lambda t: t.partition):
+                    records = polled[tp]
+                    updates = self._decode(records)
+                    self._positions[tp] = records[-1].offset + 1
+                    self.records += len(records)
+                    if updates and self.service.apply_panes(tp.partition, updates, now):
+                        self._checkpoint([tp])
+                if time.monotonic() - last_tick >= TICK_SECONDS:
+                    last_tick = time.monotonic()
+                    changed = set(self.service.tick(now))
+                    if changed:
+                        self._checkpoint([tp for tp in self._positions if tp.partition in changed])
+                if time.monotonic() - last_checkpoint >= self.checkpoint_interval:
+                    last_checkpoint = time.monotonic()
+                    self._checkpoint(list(self._positions))
+        finally:
+            self._checkpoint(list(self._positions))
+            consumer.close(autocommit=False)
+
+    def _decode(self, records: Iterable[Any]) -> list[PaneUpdate]:
+        updates = []
+        for r in records:
+            try:
+                source, update = decode_update(r.value or b"")
+            except PaneRecordError as exc:
+                self.rejected += 1
+                if self.rejected == 1 or self.rejected % 1000 == 0:
+                    log.warning(
+                        "pane record ignored",
+                        extra={"offset": r.offset, "error": str(exc), "ignored": self.rejected},
+                    )
+                continue
+            if source != self.kafka.group_id:
+                self.foreign += 1  # another deployment sharing the topic
+                continue
+            updates.append(update)
+        return updates
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _key(self, unit: int) -> str:
+        return f"{self.group_id}/unit-{unit}"
+
+    def _checkpoint(self, tps: Iterable[TopicPartition], *, commit: bool = True) -> None:
+        offsets = {tp: self._positions[tp] for tp in tps if tp in self._positions}
+        if not offsets:
+            return
+        if self.store is not None:
+            start, size = time.perf_counter(), 0
+            try:
+                for tp, offset in sorted(offsets.items(), key=lambda kv: kv[0].partition):
+                    blob = encode_checkpoint(
+                        {
+                            "unit": tp.partition,
+                            "offsets": {tp.topic: offset},
+                            "created_at": self.clock(),
+                            "state": self.service.unit_state(tp.partition),
+                        }
+                    )
+                    self.store.save(self._key(tp.partition), blob)
+                    size += len(blob)
+            except CheckpointError as exc:
+                log.error("stage-2 checkpoint failed", extra={"error": str(exc)})
+                return
+            info = self.service.checkpoint
+            self.service.checkpoint = CheckpointInfo(
+                at=self.clock(),
+                duration=time.perf_counter() - start + (info.duration if info else 0.0),
+                size=size + (info.size if info else 0),
+            )
+        if commit and self._consumer is not None:
+            try:
+                self._consumer.commit(
+                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+                )
+            except KafkaError as exc:
+                log.warning("panes offset commit failed", extra={"error": repr(exc)})
+
+    def restore(self, assigned: Iterable[TopicPartition]) -> None:
+        for tp in sorted(assigned, key=lambda t: t.partition):
+            try:
+                blob = self.store.load(self._key(tp.partition)) if self.store else None
+                if blob is None:
+                    self.service.drop_unit(tp.partition)
+                    continue
+                data = decode_checkpoint(blob)
+                try:
+                    offset = int(data["offsets"][tp.topic])
+                    state = data["state"]
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise RestoreError(f"malformed stage-2 checkpoint: {exc!r}") from exc
+                self.service.restore_unit(tp.partition, state, self.clock())
+            except CheckpointError as exc:
+                log.error(
+                    "stage-2 checkpoint not restored; rebuilt from the committed offset",
+                    extra={"unit": tp.partition, "error": str(exc)},
+                )
+                self.service.drop_unit(tp.partition)
+                continue
+            self._positions[tp] = offset
+            self._consumer.seek(tp, offset)
+            log.info("took over models", extra={"unit": tp.partition, "offset": offset})
+
+    def release(self, revoked: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
+        gone = set(revoked)
+        offsets: dict[Any, Any] = {}
+        if save:
+            self._checkpoint(gone, commit=False)
+            offsets = {
+                tp: OffsetAndMetadata(o, "", -1) for tp, o in self._positions.items() if tp in gone
+            }
+        for tp in gone:
+            self._positions.pop(tp, None)
+            self.service.drop_unit(tp.partition)
+        return offsets
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO loop: no blocking consumer calls in here."""
+
+    def __init__(self, loop: PanesLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self.loop.release(revoked, save=True)
+        if offsets:
+            try:
+                coordinator = self.loop._consumer._coordinator
+                await coordinator._commit_offsets_sync_async(offsets)
+            except Exception as exc:  # the next owner restores the checkpoint anyway
+                log.warning("panes commit on revocation failed", extra={"error": str(exc)})
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self.loop.release(lost, save=False)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.restore(assigned)

@@ -1,0 +1,378 @@
+"""Stage 1: the state of each input partition — decoded batches into panes, labels joined.
+
+Every input partition holds, per model, a :class:`~monitor.model_state.ModelMonitor` (its
+own panes in event time), a :class:`~monitor.label_join.LabelJoin` and its counters. It
+evaluates nothing: closed panes leave as :class:`~monitor.pane_merge.PaneUpdate` records
+for stage 2, which merges every partition of a model. A partition is one unit of
+``snapshot()`` / ``restore()``: a checkpoint either restores it whole or raises
+:class:`RestoreError` and leaves it empty, never half restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from consumers.checkpoints import RestoreError
+from consumers.decoding import DecodedBatch, GroundTruthBatch
+from consumers.model_specs import ModelSpec
+from monitor.events import EventBatch
+from monitor.label_join import LabelJoin
+from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor
+from monitor.pane_merge import PaneUpdate
+from monitor.panes import CountLayout
+from monitor.reference import ReferenceProfile
+from monitor.schema import FeatureSpec
+from monitor.stream_reference import typed_batch
+
+__all__ = ["InputPartitions", "PartitionCounters", "RestoreError"]
+
+log = logging.getLogger("driftline.partitions")
+
+#: Distinct unexpected feature names kept per model; the rest are counted together, so a
+#: producer sending random keys cannot blow up the metric's cardinality.
+MAX_UNEXPECTED_NAMES = 50
+OTHER_FEATURES = "__other__"
+
+
+@dataclass
+class _Slot:
+    """One model in one input partition."""
+
+    join: LabelJoin
+    monitor: ModelMonitor | None = None
+    predictions: int = 0
+    ground_truth: int = 0
+    #: wall-clock time of the last prediction of this model in this partition
+    active_at: float = -math.inf
+
+
+@dataclass
+class PartitionCounters:
+    """Consumer-side counters of one model, summed over the partitions held here."""
+
+    predictions: int = 0
+    ground_truth: int = 0
+    late: int = 0
+    latency_buckets: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+    )
+    latency_sum: float = 0.0
+    delay_buckets: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
+    )
+    delay_sum: float = 0.0
+    unjoined: Counter[str] = field(default_factory=Counter)
+    labels_outside_window: int = 0
+    window_events: int = 0  # this instance's partitions only (the merged count is stage 2's)
+
+
+class InputPartitions:
+    """Per-partition, per-model panes and label joins; what stage 1 publishes."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, ModelSpec],
+        on_schema: Callable[[str, Sequence[FeatureSpec]], None],
+    ) -> None:
+        self.specs = specs
+        self._on_schema = on_schema
+        self._slots: dict[int, dict[str, _Slot]] = {}
+        self._invalid: dict[int, Counter[tuple[str, str]]] = {}
+        self._versions: dict[int, int] = {}
+        self.extra_features: dict[str, Counter[str]] = {name: Counter() for name in specs}
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def _slot(self, partition: int, model: str) -> _Slot:
+        slots = self._slots.setdefault(partition, {})
+        slot = slots.get(model)
+        if slot is None:
+            labels = self.specs[model].settings.labels
+            slot = slots[model] = _Slot(LabelJoin(ttl=labels.ttl, capacity=labels.capacity))
+        return slot
+
+    def _monitor(self, slot: _Slot, spec: ModelSpec) -> ModelMonitor | None:
+        if slot.monitor is None and spec.profile is not None:
+            slot.monitor = spec.new_monitor()
+        return slot.monitor
+
+    def _bump(self, partition: int, version: int | None, n: int) -> int:
+        v = self._versions.get(partition, 0) + n if version is None else version
+        self._versions[partition] = v
+        return v
+
+    def handle(
+        self, decoded: DecodedBatch, now: float, partition: int, version: int | None = None
+    ) -> list[PaneUpdate]:
+        """Count a decoded batch; return updates for the models whose panes closed.
+
+        ``version`` is the partition's source offsets after the batch (default: a count).
+        """
+        v = self._bump(partition, version, len(decoded.invalid) + decoded.valid)
+        invalid = self._invalid.setdefault(partition, Counter())
+        for inv in decoded.invalid:
+            invalid[(inv.model, inv.reason)] += 1
+        for name, extra in decoded.extra_features.items():
+            self._count_extra(name, extra)
+        updates = []
+        for name, batch in decoded.batches.items():
+            spec = self.specs[name]
+            slot = self._slot(partition, name)
+            slot.predictions += len(batch)
+            slot.active_at = now
+            if spec.stream_reference is not None:
+                batch = self._feed_stream_reference(spec, batch)
+            monitor = self._monitor(slot, spec)
+            if monitor is None:
+                continue
+            moved = monitor.ingest(batch)
+            joined = slot.join.add_predictions(
+                batch.event_id, batch.event_time, batch.score, batch.label, batch.model_version, now
+            )
+            if len(joined):
+                monitor.add_joined(joined)
+            if moved:
+                updates.append(self._update(partition, name, slot, monitor, v))
+        return updates
+
+    def handle_ground_truth(
+        self, batch: GroundTruthBatch, now: float, partition: int, version: int | None = None
+    ) -> None:
+        """Join labels to their predictions; the panes they change go out with the next
+        :meth:`flush` (at most once per checkpoint interval)."""
+        self._bump(partition, version, len(batch.invalid) + batch.valid)
+        invalid = self._invalid.setdefault(partition, Counter())
+        for inv in batch.invalid:
+            invalid[(inv.model, inv.reason)] += 1
+        for name, (ids, y_true, times) in batch.labels.items():
+            slot = self._slot(partition, name)
+            slot.ground_truth += len(ids)
+            joined = slot.join.add_labels(ids, y_true, times, now)
+            if len(joined) and slot.monitor is not None:
+                slot.monitor.add_joined(joined)
+
+    def flush(self, partition: int) -> list[PaneUpdate]:
+        """Every model's changed closed panes and its watermark (a heartbeat when nothing
+        changed), so that stage 2 also learns how far an idle partition is."""
+        v = self._versions.get(partition, 0)
+        return [
+            self._update(partition, name, slot, slot.monitor, v)
+            for name, slot in sorted(self._slots.get(partition, {}).items())
+            if slot.monitor is not None
+        ]
+
+    def _update(
+        self, partition: int, model: str, slot: _Slot, monitor: ModelMonitor, version: int
+    ) -> PaneUpdate:
+        spec = self.specs[model]
+        w = monitor.window
+        return PaneUpdate(
+            model=model,
+            partition=partition,
+            version=version,
+            watermark=w.watermark,
+            last_closed=w.last_closed,
+            active_at=slot.active_at,
+            fingerprint=monitor.layout.fingerprint,
+            panes=monitor.take_closed(),
+            profile=monitor.profile.to_dict() if spec.stream_reference is not None else None,
+        )
+
+    def _count_extra(self, model: str, extra: Counter[str]) -> None:
+        """Count unexpected features; names past the first few share one label value."""
+        counted = self.extra_features[model]
+        for name, n in extra.items():
+            if name in counted or len(counted) < MAX_UNEXPECTED_NAMES:
+                counted[name] += n
+            else:
+                counted[OTHER_FEATURES] += n
+
+    def _feed_stream_reference(self, spec: ModelSpec, batch: EventBatch) -> EventBatch:
+        ref = spec.stream_reference
+        assert ref is not None
+        wanted = ref.wants(batch)
+        if not wanted.any():
+            return _typed(batch, spec.profile)
+        # only as many as the reference still needs; the rest of the batch is windowed
+        taken = np.zeros(len(batch), dtype=bool)
+        taken[np.flatnonzero(wanted)[: ref.target - ref.collected]] = True
+        profile = ref.add(batch.select(taken))
+        if profile is not None:
+            log.info(
+                "reference built from the stream",
+                extra={
+                    "model": profile.model,
+                    "model_version": profile.model_version,
+                    "events": profile.n_events,
+                },
+            )
+            self._set_stream_profile(spec, profile)
+        return _typed(batch.select(~taken), spec.profile)
+
+    def _set_stream_profile(self, spec: ModelSpec, profile: ReferenceProfile) -> None:
+        # A new reference means new bins: windows counted against the old one restart.
+        spec.set_profile(profile)
+        for slots in self._slots.values():
+            if spec.name in slots:
+                slots[spec.name].monitor = None
+        self._on_schema(spec.name, profile.specs)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def snapshot(self, partition: int) -> dict[str, Any]:
+        """Everything counted from ``partition``, as plain data for a checkpoint."""
+        models: dict[str, Any] = {}
+        for name, slot in sorted(self._slots.get(partition, {}).items()):
+            spec = self.specs[name]
+            models[name] = {
+                "predictions": slot.predictions,
+                "ground_truth": slot.ground_truth,
+                "active_at": slot.active_at,
+                "join": slot.join.snapshot(),
+                "fingerprint": slot.monitor.layout.fingerprint if slot.monitor else None,
+                "monitor": slot.monitor.snapshot() if slot.monitor is not None else None,
+                # a reference built from the stream must survive the restart with the
+                # windows counted against it
+                "profile": spec.profile.to_dict()
+                if spec.profile is not None and spec.stream_reference is not None
+                else None,
+            }
+        invalid = self._invalid.get(partition, Counter())
+        return {
+            "models": models,
+            "version": self._versions.get(partition, 0),
+            "invalid": [[model, reason, n] for (model, reason), n in sorted(invalid.items())],
+        }
+
+    def restore(self, partition: int, state: Mapping[str, Any]) -> None:
+        """Replace ``partition``'s state with a snapshot's, whole or not at all.
+
+        Raises :class:`RestoreError` (the partition is then left empty, to be rebuilt from
+        the committed offsets) when the snapshot is malformed or was counted against
+        another reference or binning than the configured one.
+        """
+        self.drop(partition)
+        try:
+            slots, profiles = self._restored_slots(state)
+            invalid = Counter(
+                {(str(model), str(reason)): int(n) for model, reason, n in state["invalid"]}
+            )
+            version = int(state.get("version", 0))
+        except RestoreError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise RestoreError(f"malformed partition state: {exc!r}") from exc
+        for name, profile in profiles.items():
+            spec = self.specs[name]
+            if spec.profile is None or spec.fingerprint != _fingerprint(spec, profile):
+                self._set_stream_profile(spec, profile)
+                assert spec.stream_reference is not None
+                spec.stream_reference.profiled_versions.add(profile.model_version)
+        self._slots[partition] = slots
+        self._invalid[partition] = invalid
+        self._versions[partition] = version
+
+    def _restored_slots(
+        self, state: Mapping[str, Any]
+    ) -> tuple[dict[str, _Slot], dict[str, ReferenceProfile]]:
+        slots: dict[str, _Slot] = {}
+        profiles: dict[str, ReferenceProfile] = {}
+        for name, data in state["models"].items():
+            spec = self.specs.get(name)
+            if spec is None:
+                log.warning("checkpoint has unknown model %s; ignored", name)
+                continue
+            profile = spec.profile
+            if data.get("profile") is not None and spec.stream_reference is not None:
+                profile = profiles[name] = ReferenceProfile.from_dict(data["profile"])
+            slot = _Slot(
+                LabelJoin.restore(data["join"]),
+                predictions=int(data["predictions"]),
+                ground_truth=int(data.get("ground_truth", 0)),
+                active_at=float(data.get("active_at", -math.inf)),
+            )
+            if data["monitor"] is not None:
+                if profile is None:
+                    raise RestoreError(f"model {name}: windows in the checkpoint, no reference")
+                monitor = spec.new_monitor(profile)
+                if data.get("fingerprint") != monitor.layout.fingerprint:
+                    raise RestoreError(
+                        f"model {name}: counted against another reference or binning "
+                        f"(checkpoint {data.get('fingerprint')}, now {monitor.layout.fingerprint})"
+                    )
+                monitor.restore(data["monitor"])
+                slot.monitor = monitor
+            slots[name] = slot
+        return slots, profiles
+
+    def drop(self, partition: int) -> None:
+        """Forget ``partition`` (it was handed to another instance)."""
+        self._slots.pop(partition, None)
+        self._invalid.pop(partition, None)
+        self._versions.pop(partition, None)
+
+    def mark_all_changed(self, partition: int | None = None) -> None:
+        """Every closed pane still in the window (of ``partition``, or of all) goes out with
+        the next :meth:`flush`."""
+        for p, slots in self._slots.items():
+            if partition is None or p == partition:
+                for slot in slots.values():
+                    if slot.monitor is not None:
+                        slot.monitor.dirty.update(i for i, _ in slot.monitor.window.closed)
+
+    def all_closed(self, partition: int) -> list[PaneUpdate]:
+        """Every closed pane still in the window of ``partition`` (after a restore), so a
+        stage 2 that lost them gets them again."""
+        self.mark_all_changed(partition)
+        return self.flush(partition)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._slots)
+
+    def counters(self) -> dict[str, PartitionCounters]:
+        out = {name: PartitionCounters() for name in self.specs}
+        for slots in self._slots.values():
+            for name, slot in slots.items():
+                c = out[name]
+                c.predictions += slot.predictions
+                c.ground_truth += slot.ground_truth
+                c.unjoined.update(slot.join.dropped)
+                m = slot.monitor
+                if m is None:
+                    continue
+                c.late += m.late_total
+                c.latency_buckets += m.latency_buckets
+                c.latency_sum += m.latency_sum
+                c.delay_buckets += m.delay_buckets
+                c.delay_sum += m.delay_sum
+                c.labels_outside_window += m.labels_outside_window
+                c.window_events += m.window.window.events
+        return out
+
+    def joins(self, model: str) -> list[LabelJoin]:
+        """The label joins of ``model`` in the partitions held here."""
+        return [slots[model].join for slots in self._slots.values() if model in slots]
+
+    def invalid(self) -> Counter[tuple[str, str]]:
+        return sum(self._invalid.values(), Counter())
+
+
+def _fingerprint(spec: ModelSpec, profile: ReferenceProfile) -> str:
+    return CountLayout(profile, spec.settings.quality.range_margin).fingerprint
+
+
+def _typed(batch: EventBatch, profile: ReferenceProfile | None) -> EventBatch:
+    """A batch decoded before its model had a schema, with columns typed as the profile's."""
+    if profile is None or batch.numerical or not batch.categorical:
+        return batch
+    return typed_batch(batch, profile.specs)

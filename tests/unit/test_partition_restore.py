@@ -1,0 +1,105 @@
+"""Restoring a partition: whole or not at all, one error type whatever went wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consumers.checkpoints import RestoreError, decode_checkpoint, encode_checkpoint
+from consumers.decoding import DecodedBatch
+from consumers.service import Service
+from monitor.config import DriftlineConfig
+from monitor.events import EventBatch
+
+
+def config(ref: Path, quantiles: int = 100, capacity: int = 1000) -> DriftlineConfig:
+    return DriftlineConfig.model_validate(
+        {
+            "windows": {"pane": "10s", "size": "60s", "allowed_lateness": "0s"},
+            "models": [
+                {
+                    "name": "m",
+                    "reference": {"path": str(ref)},
+                    "binning": {"quantiles": quantiles},
+                    "labels": {"capacity": capacity},
+                }
+            ],
+        }
+    )
+
+
+def batch(rng: np.random.Generator, n: int, t0: float) -> DecodedBatch:
+    return DecodedBatch(
+        batches={
+            "m": EventBatch(
+                model="m",
+                event_time=np.sort(rng.uniform(t0, t0 + 200, n)),
+                event_id=[f"e{t0}-{i}" for i in range(n)],
+                model_version=np.full(n, None, dtype=object),
+                numerical={"x": rng.normal(size=n)},
+                categorical={},
+                score=np.full(n, np.nan),
+                label=np.full(n, None, dtype=object),
+                latency_ms=np.full(n, np.nan),
+            )
+        }
+    )
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Path, dict]:
+    rng = np.random.default_rng(0)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x\n" + "\n".join(str(v) for v in rng.normal(size=2000)) + "\n")
+    service = Service(config(ref))
+    for p in range(2):
+        service.handle(batch(rng, 1000, 0.0), now=1.0, partition=p)
+    return ref, {p: service.partition_state(p) for p in range(2)}
+
+
+def test_a_round_trip_restores_everything(filled):
+    ref, states = filled
+    fresh = Service(config(ref))
+    for p, state in states.items():
+        fresh.restore_partition(
+            p, decode_checkpoint(encode_checkpoint({"state": state}))["state"], 2.0
+        )
+    assert fresh.snapshot().counters["m"].predictions == 2000
+    ev = fresh.evaluation("m")
+    assert ev is not None
+    assert ev.window_events > 0
+
+
+def test_another_binning_is_refused_and_leaves_the_partition_empty(filled):
+    ref, states = filled
+    other = Service(config(ref, quantiles=20))
+    with pytest.raises(RestoreError, match="another reference or binning"):
+        other.restore_partition(0, states[0], 2.0)
+    # not half restored: no counter without its window
+    assert other.inputs.partitions == []
+    assert other.snapshot().counters["m"].predictions == 0
+
+
+def test_corrupt_state_is_one_error_type(filled):
+    ref, states = filled
+    fresh = Service(config(ref))
+    broken = dict(states[0])
+    models = dict(broken["models"])
+    monitor = dict(models["m"]["monitor"])
+    window = dict(monitor["window"])
+    window["closed"] = [
+        [i, {**pane, "counts": pane["counts"][:-3]}] for i, pane in window["closed"]
+    ]
+    monitor["window"] = window
+    models["m"] = {**models["m"], "monitor": monitor}
+    broken["models"] = models
+    with pytest.raises(RestoreError):
+        fresh.restore_partition(0, broken, 2.0)
+    with pytest.raises(RestoreError):
+        fresh.restore_partition(0, {"models": {"m": {"join": None}}}, 2.0)
+    with pytest.raises(RestoreError):
+        decode_checkpoint(b"\x00not a checkpoint")
+    assert fresh.inputs.partitions == []
+    assert fresh.snapshot().counters["m"].predictions == 0
