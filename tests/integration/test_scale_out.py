@@ -334,6 +334,16 @@ def test_three_instances_export_exactly_what_one_instance_exports(
     in_window = sum(1 for _, e in preds if end - SIZE <= e["timestamp"] < end)
     assert want[("driftline_window_events", (("model", "m"),))] == in_window
     assert want[("driftline_feature_drifted", (("feature", "x"), ("model", "m")))] == 1
+    print(
+        "one instance and three agree on",
+        len(want),
+        "model series; e.g.",
+        {
+            k[0] + str(dict(k[1])): v
+            for k, v in want.items()
+            if "accuracy" in str(k) or "x" in str(k)
+        },
+    )
     # consumer-side counters are per instance and add up to the single instance's
     for name in ("driftline_events_total", "driftline_events_late_total"):
         total = Counter()
