@@ -1,15 +1,16 @@
 """``driftline rules export``: the configured alert rules as Prometheus alerting rules.
 
-Each rule becomes ``metric{match} op threshold`` with the same ``for``,
-``keep_firing_for``, labels (severity included) and annotations, whose ``{{ label }}``
-and ``{{ value }}`` become ``{{ $labels.label }}`` and ``{{ $value }}``. Prometheus then
-decides as driftline does, except that its alerts also carry the scrape's ``job`` and
-``instance`` labels.
+Each rule becomes ``sum without (instance, pod) (metric{match}) op threshold`` with the
+same ``for``, ``keep_firing_for``, labels (severity included) and annotations, whose
+``{{ label }}`` and ``{{ value }}`` become ``{{ $labels.label }}`` and ``{{ $value }}``.
+A model's series come from the one instance that owns it; dropping the instance label
+keeps an alert the same alert when the model moves to another instance. Prometheus then
+decides as driftline does, except that its alerts also carry the scrape's ``job`` label.
 
 >>> from monitor.config import AlertRule
->>> rule_expr(AlertRule(alert="A", metric="driftline_x", match={"model": "m"}, op="<",
-...                     threshold=0.8))
-'driftline_x{model="m"} < 0.8'
+>>> rule_expr(AlertRule(alert="A", metric="driftline_window_events", match={"model": "m"},
+...                     op="<", threshold=0.8))
+'sum without (instance, pod) (driftline_window_events{model="m"}) < 0.8'
 >>> prometheus_duration(5400.0), prometheus_duration(0.25), prometheus_duration(0)
 ('1h30m', '250ms', '0s')
 """
@@ -57,7 +58,7 @@ def rule_expr(rule: AlertRule) -> str:
         f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(rule.match.items())
     )
     selector = f"{rule.metric}{{{matchers}}}" if matchers else rule.metric
-    return f"{selector} {rule.op} {_number(rule.threshold)}"
+    return f"sum without (instance, pod) ({selector}) {rule.op} {_number(rule.threshold)}"
 
 
 def _rule(rule: AlertRule) -> dict[str, Any]:

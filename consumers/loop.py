@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -112,7 +113,13 @@ class ConsumerLoop:
         self._last_checkpoint = time.monotonic()
         self._assigned_at = time.monotonic()
         self._producer: Any = None
-        self._sent: list[Any] = []  # futures of pane records not yet known to be durable
+        # stage 2 learns how far each partition is (and that it is alive) from these, so
+        # they go out more often than checkpoints when idle_timeout is short
+        self.heartbeat_interval = min(checkpoint_interval, service.config.windows.idle_timeout / 4)
+        self._last_heartbeat = time.monotonic()
+        #: pane records sent, not yet known to be durable, and records to send again
+        self._inflight: list[tuple[Any, PaneUpdate]] = []
+        self._retry: list[PaneUpdate] = []
         self.panes = PanesLoop(
             service,
             kafka,
@@ -171,6 +178,7 @@ class ConsumerLoop:
         consumer.subscribe(topics, listener=_Listener(self))
         session_s = consumer.config["session_timeout_ms"] / 1000.0
         backoff = 0.5
+        clean = False
         try:
             while not stop.is_set():
                 try:
@@ -213,9 +221,14 @@ class ConsumerLoop:
                     self.batches += 1
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
                     self.checkpoint_and_commit(self._positions)
+                elif time.monotonic() - self._last_heartbeat >= self.heartbeat_interval:
+                    self._heartbeat()
+            clean = True
         finally:
             self.service.assigned = False
-            self.checkpoint_and_commit(self._positions)
+            if clean:  # after an error the state may be ahead of its offsets: no checkpoint
+                self.checkpoint_and_commit(self._positions)
+            stop.set()  # stage 2 too
             stage2.join(timeout=30)
             try:
                 # leaving the group revokes the partitions, which publishes through the
@@ -244,33 +257,53 @@ class ConsumerLoop:
         return sum(o for tp, o in self._positions.items() if tp.partition == partition)
 
     def _publish(self, updates: Iterable[PaneUpdate]) -> None:
-        for u in updates:
-            self._sent.append(
-                self._producer.send(
-                    self.kafka.panes_topic,
-                    key=u.model.encode(),
-                    value=encode_update(u, self.kafka.group_id),
-                )
-            )
+        """Send updates, one record per pane (a catch-up of many panes never makes one
+        oversize record); a record the producer refuses is kept to be sent again."""
+        for update in updates:
+            pieces = [replace(update, panes=(p,)) for p in update.panes] or [update]
+            for piece in pieces:
+                try:
+                    future = self._producer.send(
+                        self.kafka.panes_topic,
+                        key=piece.model.encode(),
+                        value=encode_update(piece, self.kafka.group_id),
+                    )
+                except Exception as exc:  # refused at once: too large, no metadata...
+                    self._retry.append(piece)
+                    log.error(
+                        "pane record not sent; retried before the next checkpoint",
+                        extra={"model": piece.model, "error": repr(exc)},
+                    )
+                    continue
+                self._inflight.append((future, piece))
+
+    def _heartbeat(self) -> None:
+        """Watermarks (and changed panes) of the partitions held, not waited for."""
+        self._last_heartbeat = time.monotonic()
+        for p in sorted({tp.partition for tp in self._positions}):
+            self._publish(self.service.flush(p))
 
     def _publish_durably(self, partitions: Iterable[int]) -> None:
         """Every changed pane and watermark of ``partitions`` on the panes topic, acked,
-        before a checkpoint says they are counted (raises ``KafkaError``).
+        before a checkpoint says they are counted (raises ``KafkaError`` otherwise).
 
-        Records not acked within ``PUBLISH_TIMEOUT`` stay pending for the next attempt; if
-        any was refused, every closed pane is published again (updates are idempotent)."""
+        Records not acked within ``PUBLISH_TIMEOUT`` stay in flight for the next attempt;
+        refused ones are sent again (updates are idempotent)."""
         if self._producer is None:
             return
+        retry, self._retry = self._retry, []
+        self._publish(retry)
         for p in sorted(set(partitions)):
             self._publish(self.service.flush(p))
-        if not self._sent:
-            return
-        self._producer.flush(timeout=PUBLISH_TIMEOUT)  # KafkaTimeoutError: still pending
-        sent, self._sent = self._sent, []
-        failed = [f for f in sent if f.failed()]
-        if failed:
-            self.service.republish_all()
-            raise failed[0].exception
+        if self._inflight:
+            self._producer.flush(timeout=PUBLISH_TIMEOUT)  # KafkaTimeoutError: still pending
+            inflight, self._inflight = self._inflight, []
+            failed = [(f, piece) for f, piece in inflight if f.failed()]
+            self._retry += [piece for _, piece in failed]
+            if failed:
+                raise KafkaError(f"{len(failed)} pane records refused: {failed[0][0].exception!r}")
+        if self._retry:
+            raise KafkaError(f"{len(self._retry)} pane records could not be sent")
 
     def _observe(self, consumer: Any, session_s: float) -> None:
         """Assignment, broker health and lag, for /readyz and /metrics."""
@@ -302,7 +335,7 @@ class ConsumerLoop:
 
     def checkpoint_and_commit(self, positions: Mapping[TopicPartition, int]) -> None:
         """Make the state of ``positions`` durable, then commit exactly those offsets."""
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = self._last_heartbeat = time.monotonic()
         if not positions:
             return
         offsets = dict(positions)

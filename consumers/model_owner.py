@@ -11,6 +11,7 @@ partition: its merges and its alert state are one ``snapshot()`` / ``restore()``
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ class _Merged:
     profile: Mapping[str, Any] | None = None  # a stream-built reference, as plain data
     evaluation: ModelEvaluation | None = None
 
+    @property
+    def model_version(self) -> Any:
+        return None if self.profile is None else self.profile.get("model_version")
+
 
 @dataclass
 class OwnedUnit:
@@ -48,13 +53,52 @@ class ModelOwner:
     """Merges, evaluations and alert state of the models of the panes partitions held."""
 
     def __init__(
-        self, specs: Mapping[str, ModelSpec], pane: float, size_panes: int, idle_timeout: float
+        self,
+        specs: Mapping[str, ModelSpec],
+        pane: float,
+        size_panes: int,
+        idle_timeout: float,
+        max_future: float = 3600.0,
     ) -> None:
         self.specs = specs
         self.pane, self.size_panes, self.idle_timeout = pane, size_panes, idle_timeout
+        self.max_future = max_future
         self.units: dict[int, OwnedUnit] = {}
-        #: updates refused, by reason (unknown model, another reference)
+        #: updates refused, by reason (unknown model, another reference, implausible...)
         self.rejected: Counter[str] = Counter()
+        #: model versions whose stream-built reference was replaced by a newer version's
+        self._retired: dict[str, set[Any]] = {}
+
+    def _reject(self, reason: str, update: PaneUpdate, why: str) -> None:
+        self.rejected[reason] += 1
+        if self.rejected[reason] in (1, 10, 100, 1000) or self.rejected[reason] % 10_000 == 0:
+            log.warning(
+                "pane update refused",
+                extra={
+                    "model": update.model,
+                    "partition": update.partition,
+                    "reason": reason,
+                    "detail": why,
+                    "refused": self.rejected[reason],
+                },
+            )
+
+    def _plausible(self, u: PaneUpdate, now: float) -> str | None:
+        """Why ``u`` cannot come from a stage 1 of this configuration, or None."""
+        if u.last_closed is None:
+            if u.watermark != float("-inf") or u.panes:
+                return "panes or a watermark without a closed pane"
+        elif u.last_closed != math.floor(u.watermark / self.pane) - 1:
+            return "last closed pane does not match the watermark"
+        if u.watermark > now + self.max_future + self.pane:
+            return "watermark beyond the accepted future"
+        if u.active_at > now + 60.0:
+            return "activity in the future"
+        if u.epoch > (now + 86400.0) * 1000.0:
+            return "epoch in the future"
+        if any(u.last_closed is None or i > u.last_closed for i, _ in u.panes):
+            return "a pane that is not closed"
+        return None
 
     def unit(self, unit: int) -> OwnedUnit:
         u = self.units.get(unit)
@@ -65,21 +109,34 @@ class ModelOwner:
     def _merged(self, unit: OwnedUnit, update: PaneUpdate) -> _Merged | None:
         spec = self.specs.get(update.model)
         if spec is None:
-            self.rejected["unknown_model"] += 1
+            self._reject("unknown_model", update, "no such model in the configuration")
             return None
         m = unit.models.get(update.model)
         if m is not None and m.fingerprint == update.fingerprint:
             return m
-        if spec.stream_reference is None and update.fingerprint != spec.fingerprint:
-            self.rejected["other_reference"] += 1
-            if self.rejected["other_reference"] == 1:
-                log.warning(
-                    "panes counted against another reference ignored (another config?)",
-                    extra={"model": update.model, "partition": update.partition},
+        if spec.stream_reference is None:
+            if update.fingerprint != spec.fingerprint:
+                self._reject("other_reference", update, "binned against another reference")
+                return None
+        else:
+            version = None if update.profile is None else update.profile.get("model_version")
+            retired = self._retired.setdefault(update.model, set())
+            if m is not None and (version == m.model_version or version in retired):
+                # several instances built their own reference of one version from different
+                # events: the first one seen is kept
+                self._reject(
+                    "other_reference", update, "another stream-built reference of this version"
                 )
+                return None
+            if m is not None:
+                retired.add(m.model_version)
+        try:
+            evaluator = spec.evaluator(update.fingerprint, update.profile)
+        except Exception as exc:  # a profile that does not load
+            self._reject("malformed", update, repr(exc))
             return None
-        if spec.evaluator(update.fingerprint, update.profile) is None:
-            self.rejected["other_reference"] += 1
+        if evaluator is None:
+            self._reject("other_reference", update, "no reference with this fingerprint")
             return None
         # a new (stream-built) reference: windows of the old one restart
         m = unit.models[update.model] = _Merged(
@@ -96,25 +153,28 @@ class ModelOwner:
         size, extra = evaluator.layout.size, evaluator.extra_size
         for _, p in update.panes:
             if p.counts.shape != (size,) or p.sums.shape != (size,) or p.extra.shape != (extra,):
-                self.rejected["malformed"] += 1
+                self._reject("malformed", update, "pane vectors do not fit the layout")
                 return False
         return True
 
     def apply(self, unit: int, updates: Iterable[PaneUpdate], now: float) -> list[str]:
         """Take a panes partition's updates; return the models evaluated again."""
         owned = self.unit(unit)
-        touched: set[str] = set()
+        changed: dict[str, bool] = {}
         for update in updates:
+            why = self._plausible(update, now)
+            if why is not None:
+                self._reject("implausible", update, why)
+                continue
             m = self._merged(owned, update)
             if m is not None and self._fits(update, m):
-                m.merge.apply(update)
-                touched.add(update.model)  # panes or the watermark may have moved
+                changed[update.model] = m.merge.apply(update) or changed.get(update.model, False)
         out = []
-        for name in sorted(touched):
+        for name, panes_changed in sorted(changed.items()):
             m = owned.models[name]
-            m.merge.advance(now)
-            self._evaluate(name, m, now)
-            out.append(name)
+            if m.merge.advance(now) or panes_changed or m.evaluation is None:
+                self._evaluate(name, m, now)
+                out.append(name)
         return out
 
     def tick(self, now: float) -> list[tuple[int, str]]:

@@ -28,8 +28,8 @@ from consumers.checkpoints import (
     decode_checkpoint,
     encode_checkpoint,
 )
-from consumers.pane_records import PaneRecordError, decode_update
-from consumers.service import CheckpointInfo, Service
+from consumers.pane_records import decode_update
+from consumers.service import Service
 from monitor.config import KafkaSettings
 from monitor.pane_merge import PaneUpdate
 
@@ -80,11 +80,22 @@ class PanesLoop:
         return KafkaConsumer(**config)
 
     def run(self, stop: threading.Event) -> None:
-        try:
-            consumer = self._consumer = self._new_consumer()
-        except KafkaError as exc:
-            log.error("stage 2 cannot start", extra={"error": repr(exc)})
-            return
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self._run(stop)
+                return
+            except KafkaError as exc:  # broker unreachable: keep trying, as stage 1 does
+                log.warning("stage 2 cannot reach Kafka; retrying", extra={"error": repr(exc)})
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # reported by /readyz; the consumer side goes on
+                log.exception("stage 2 stopped")
+                self.service.stage2_error = repr(exc)
+                return
+
+    def _run(self, stop: threading.Event) -> None:
+        consumer = self._consumer = self._new_consumer()
         consumer.subscribe([self.kafka.panes_topic], listener=_Listener(self))
         last_checkpoint = last_tick = time.monotonic()
         backoff = 0.5
@@ -104,11 +115,13 @@ class PanesLoop:
                     updates = self._decode(records)
                     self._positions[tp] = records[-1].offset + 1
                     self.records += len(records)
-                    if updates and self.service.apply_panes(tp.partition, updates, now):
+                    if updates and self._guarded(
+                        self.service.apply_panes, tp.partition, updates, now
+                    ):
                         self._checkpoint([tp])
                 if time.monotonic() - last_tick >= TICK_SECONDS:
                     last_tick = time.monotonic()
-                    changed = set(self.service.tick(now))
+                    changed = self._guarded(self.service.tick, now) or []
                     if changed:
                         self._checkpoint([tp for tp in self._positions if tp.partition in changed])
                 if time.monotonic() - last_checkpoint >= self.checkpoint_interval:
@@ -118,12 +131,22 @@ class PanesLoop:
             self._checkpoint(list(self._positions))
             consumer.close(autocommit=False)
 
+    @staticmethod
+    def _guarded(call: Callable[..., Any], *args: Any) -> Any:
+        """One failing evaluation, alert or outbox write is logged; the loop goes on (the
+        records stay counted: a poison record cannot stop every owner in turn)."""
+        try:
+            return call(*args)
+        except Exception:
+            log.exception("stage-2 step failed", extra={"step": getattr(call, "__name__", "")})
+            return None
+
     def _decode(self, records: Iterable[Any]) -> list[PaneUpdate]:
         updates = []
         for r in records:
             try:
                 source, update = decode_update(r.value or b"")
-            except PaneRecordError as exc:
+            except Exception as exc:  # PaneRecordError, or anything a hostile peer finds
                 self.rejected += 1
                 if self.rejected == 1 or self.rejected % 1000 == 0:
                     log.warning(
@@ -142,12 +165,13 @@ class PanesLoop:
     def _key(self, unit: int) -> str:
         return f"{self.group_id}/unit-{unit}"
 
-    def _checkpoint(self, tps: Iterable[TopicPartition], *, commit: bool = True) -> None:
+    def _checkpoint(self, tps: Iterable[TopicPartition], *, commit: bool = True) -> bool:
+        """Save the state of ``tps`` with their offsets, then commit them; False (nothing
+        committed) when the store refused."""
         offsets = {tp: self._positions[tp] for tp in tps if tp in self._positions}
         if not offsets:
-            return
+            return True
         if self.store is not None:
-            start, size = time.perf_counter(), 0
             try:
                 for tp, offset in sorted(offsets.items(), key=lambda kv: kv[0].partition):
                     blob = encode_checkpoint(
@@ -159,30 +183,23 @@ class PanesLoop:
                         }
                     )
                     self.store.save(self._key(tp.partition), blob)
-                    size += len(blob)
             except CheckpointError as exc:
-                log.error("stage-2 checkpoint failed", extra={"error": str(exc)})
-                return
-            info = self.service.checkpoint
-            self.service.checkpoint = CheckpointInfo(
-                at=self.clock(),
-                duration=time.perf_counter() - start + (info.duration if info else 0.0),
-                size=size + (info.size if info else 0),
-            )
+                log.error("stage-2 checkpoint failed; not committed", extra={"error": str(exc)})
+                return False
         if commit and self._consumer is not None:
             try:
-                self._consumer.commit(
-                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-                )
+                commit_offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+                self._consumer.commit(commit_offsets)
             except KafkaError as exc:
                 log.warning("panes offset commit failed", extra={"error": repr(exc)})
+        return True
 
     def restore(self, assigned: Iterable[TopicPartition]) -> None:
         for tp in sorted(assigned, key=lambda t: t.partition):
             try:
                 blob = self.store.load(self._key(tp.partition)) if self.store else None
                 if blob is None:
-                    self.service.drop_unit(tp.partition)
+                    self._rebuild(tp)
                     continue
                 data = decode_checkpoint(blob)
                 try:
@@ -193,20 +210,26 @@ class PanesLoop:
                 self.service.restore_unit(tp.partition, state, self.clock())
             except CheckpointError as exc:
                 log.error(
-                    "stage-2 checkpoint not restored; rebuilt from the committed offset",
+                    "stage-2 checkpoint not restored; rebuilt from the panes topic",
                     extra={"unit": tp.partition, "error": str(exc)},
                 )
-                self.service.drop_unit(tp.partition)
+                self._rebuild(tp)
                 continue
             self._positions[tp] = offset
             self._consumer.seek(tp, offset)
             log.info("took over models", extra={"unit": tp.partition, "offset": offset})
 
+    def _rebuild(self, tp: TopicPartition) -> None:
+        """No usable checkpoint: merge the whole panes partition again (updates are
+        idempotent, so replaying what was merged before changes nothing)."""
+        self.service.drop_unit(tp.partition)
+        self._positions.pop(tp, None)
+        self._consumer.seek_to_beginning(tp)
+
     def release(self, revoked: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
         gone = set(revoked)
         offsets: dict[Any, Any] = {}
-        if save:
-            self._checkpoint(gone, commit=False)
+        if save and self._checkpoint(gone, commit=False):
             offsets = {
                 tp: OffsetAndMetadata(o, "", -1) for tp, o in self._positions.items() if tp in gone
             }

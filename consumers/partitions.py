@@ -86,6 +86,9 @@ class InputPartitions:
         self._slots: dict[int, dict[str, _Slot]] = {}
         self._invalid: dict[int, Counter[tuple[str, str]]] = {}
         self._versions: dict[int, int] = {}
+        #: per partition: grows at every restore or rebuild (milliseconds of wall clock,
+        #: at least the checkpoint's + 1), so a replay's updates replace the old history's
+        self._epochs: dict[int, int] = {}
         self.extra_features: dict[str, Counter[str]] = {name: Counter() for name in specs}
 
     # -- feeding ---------------------------------------------------------------------------
@@ -103,7 +106,8 @@ class InputPartitions:
             slot.monitor = spec.new_monitor()
         return slot.monitor
 
-    def _bump(self, partition: int, version: int | None, n: int) -> int:
+    def _bump(self, partition: int, version: int | None, n: int, now: float) -> int:
+        self._epochs.setdefault(partition, int(now * 1000))
         v = self._versions.get(partition, 0) + n if version is None else version
         self._versions[partition] = v
         return v
@@ -115,7 +119,7 @@ class InputPartitions:
 
         ``version`` is the partition's source offsets after the batch (default: a count).
         """
-        v = self._bump(partition, version, len(decoded.invalid) + decoded.valid)
+        v = self._bump(partition, version, len(decoded.invalid) + decoded.valid, now)
         invalid = self._invalid.setdefault(partition, Counter())
         for inv in decoded.invalid:
             invalid[(inv.model, inv.reason)] += 1
@@ -147,7 +151,7 @@ class InputPartitions:
     ) -> None:
         """Join labels to their predictions; the panes they change go out with the next
         :meth:`flush` (at most once per checkpoint interval)."""
-        self._bump(partition, version, len(batch.invalid) + batch.valid)
+        self._bump(partition, version, len(batch.invalid) + batch.valid, now)
         invalid = self._invalid.setdefault(partition, Counter())
         for inv in batch.invalid:
             invalid[(inv.model, inv.reason)] += 1
@@ -183,6 +187,7 @@ class InputPartitions:
             fingerprint=monitor.layout.fingerprint,
             panes=monitor.take_closed(),
             profile=monitor.profile.to_dict() if spec.stream_reference is not None else None,
+            epoch=self._epochs.get(partition, 0),
         )
 
     def _count_extra(self, model: str, extra: Counter[str]) -> None:
@@ -248,10 +253,11 @@ class InputPartitions:
         return {
             "models": models,
             "version": self._versions.get(partition, 0),
+            "epoch": self._epochs.get(partition, 0),
             "invalid": [[model, reason, n] for (model, reason), n in sorted(invalid.items())],
         }
 
-    def restore(self, partition: int, state: Mapping[str, Any]) -> None:
+    def restore(self, partition: int, state: Mapping[str, Any], now: float) -> None:
         """Replace ``partition``'s state with a snapshot's, whole or not at all.
 
         Raises :class:`RestoreError` (the partition is then left empty, to be rebuilt from
@@ -265,6 +271,7 @@ class InputPartitions:
                 {(str(model), str(reason)): int(n) for model, reason, n in state["invalid"]}
             )
             version = int(state.get("version", 0))
+            epoch = max(int(state.get("epoch", 0)) + 1, int(now * 1000))
         except RestoreError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -278,6 +285,10 @@ class InputPartitions:
         self._slots[partition] = slots
         self._invalid[partition] = invalid
         self._versions[partition] = version
+        self._epochs[partition] = epoch
+        # a new epoch: every closed pane goes out again, replacing what the old history
+        # published after this checkpoint
+        self.mark_all_changed(partition)
 
     def _restored_slots(
         self, state: Mapping[str, Any]
@@ -317,6 +328,7 @@ class InputPartitions:
         self._slots.pop(partition, None)
         self._invalid.pop(partition, None)
         self._versions.pop(partition, None)
+        self._epochs.pop(partition, None)
 
     def mark_all_changed(self, partition: int | None = None) -> None:
         """Every closed pane still in the window (of ``partition``, or of all) goes out with
@@ -325,13 +337,7 @@ class InputPartitions:
             if partition is None or p == partition:
                 for slot in slots.values():
                     if slot.monitor is not None:
-                        slot.monitor.dirty.update(i for i, _ in slot.monitor.window.closed)
-
-    def all_closed(self, partition: int) -> list[PaneUpdate]:
-        """Every closed pane still in the window of ``partition`` (after a restore), so a
-        stage 2 that lost them gets them again."""
-        self.mark_all_changed(partition)
-        return self.flush(partition)
+                        slot.monitor.mark_all_changed()
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -96,7 +96,11 @@ class Service:
             self.specs, max_record_bytes=v.max_record_bytes
         )
         self.inputs = InputPartitions(self.specs, self._set_schema)
-        self.owner = ModelOwner(self.specs, w.pane, self.windows.size_panes, w.idle_timeout)
+        self.owner = ModelOwner(
+            self.specs, w.pane, self.windows.size_panes, w.idle_timeout, v.max_future
+        )
+        #: set when stage 2's consumer stopped on an error (reported by /readyz)
+        self.stage2_error: str | None = None
         self.assigned = False
         self.kafka_connected = False
         self.consumer_lag: dict[tuple[str, int], int] = {}
@@ -139,12 +143,6 @@ class Service:
         with self._lock:
             return self.inputs.flush(partition)
 
-    def republish_all(self) -> None:
-        """Mark every closed pane changed, so the next :meth:`flush` sends them all (after
-        the panes topic refused some updates)."""
-        with self._lock:
-            self.inputs.mark_all_changed()
-
     def partition_state(self, partition: int) -> dict[str, Any]:
         """Everything counted from an input partition, as plain data for a checkpoint."""
         with self._lock:
@@ -154,8 +152,8 @@ class Service:
         """Replace an input partition's state with a checkpoint's (:class:`RestoreError`
         leaves it empty)."""
         with self._lock:
-            self.inputs.restore(partition, state)
-            updates = self.inputs.all_closed(partition) if self.local else []
+            self.inputs.restore(partition, state, now)
+            updates = self.inputs.flush(partition) if self.local else []
         if updates:
             self.apply_panes(LOCAL_UNIT, updates, now)
 
@@ -170,14 +168,16 @@ class Service:
         """Merge a panes partition's updates; run its alerts. True when its alert state
         changed (the loop then checkpoints the unit at once)."""
         with self._lock:
-            evaluated = self.owner.apply(unit, updates, now)
-        return self._run_alerts(unit, now) if evaluated else False
+            self.owner.apply(unit, updates, now)
+        return self._run_alerts(unit, now)
 
     def tick(self, now: float) -> list[int]:
         """Advance idle watermarks; return the panes partitions whose alert state changed."""
         with self._lock:
-            moved = self.owner.tick(now)
-        return [u for u in sorted({u for u, _ in moved}) if self._run_alerts(u, now)]
+            self.owner.tick(now)
+            units = sorted(self.owner.units)
+        # rules with `for:` and retraining schedules move with time, not only with data
+        return [u for u in units if self._run_alerts(u, now)]
 
     def evaluate_all(self, now: float) -> None:
         self.tick(now)
@@ -276,25 +276,29 @@ class Service:
                 )
                 for name, c in self.inputs.counters().items()
             }
-            deliveries = self.alerting.dispatcher.delivery_counts() if self.alerting else {}
-            retraining = self.alerting.dispatcher.retraining_counts() if self.alerting else {}
-            return StateSnapshot(
-                version=self.version,
-                evaluations=self.owner.evaluations(),
-                counters=counters,
-                invalid=dict(self.inputs.invalid()),
-                kafka_connected=self.kafka_connected,
-                consumer_lag=dict(self.consumer_lag),
-                checkpoint=self.checkpoint,
-                alerts_firing=dict(self._firing),
-                deliveries=deliveries,
-                retraining=retraining,
-                unexpected_features={
-                    (name, feature): n
-                    for name, counted in self.inputs.extra_features.items()
-                    for feature, n in counted.items()
-                },
-            )
+            evaluations = self.owner.evaluations()
+            invalid = dict(self.inputs.invalid())
+            unexpected = {
+                (name, feature): n
+                for name, counted in self.inputs.extra_features.items()
+                for feature, n in counted.items()
+            }
+        # the dispatcher has its own lock (held across outbox fsyncs): not under ours
+        deliveries = self.alerting.dispatcher.delivery_counts() if self.alerting else {}
+        retraining = self.alerting.dispatcher.retraining_counts() if self.alerting else {}
+        return StateSnapshot(
+            version=self.version,
+            evaluations=evaluations,
+            counters=counters,
+            invalid=invalid,
+            kafka_connected=self.kafka_connected,
+            consumer_lag=dict(self.consumer_lag),
+            checkpoint=self.checkpoint,
+            alerts_firing=dict(self._firing),
+            deliveries=deliveries,
+            retraining=retraining,
+            unexpected_features=unexpected,
+        )
 
     def readiness(self) -> tuple[bool, list[str]]:
         reasons = []
@@ -302,6 +306,8 @@ class Service:
             reasons.append("consumer has no partitions assigned")
         elif not self.kafka_connected:
             reasons.append("Kafka is not answering (broker down or stalled)")
+        if self.stage2_error is not None:
+            reasons.append(f"stage 2 (model evaluation) stopped: {self.stage2_error}")
         with self._lock:
             for name, spec in self.specs.items():
                 if spec.profile is None:

@@ -82,9 +82,11 @@ class ModelMonitor:
         self.max_event_time = -math.inf
         self.latency_buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
         self.latency_sum = 0.0
-        #: closed panes, newly closed or changed by late labels, not yet taken by
-        #: :meth:`take_closed`
+        #: closed panes changed by late labels, not yet taken by :meth:`take_closed`
         self.dirty: set[int] = set()
+        #: panes closed since the last :meth:`take_closed` (a catch-up can close and expire
+        #: panes in one move: they still have to go out)
+        self._closing: dict[int, PaneCounts] = {}
 
     @property
     def extra_size(self) -> int:
@@ -192,22 +194,24 @@ class ModelMonitor:
     def advance(self, event_time: float) -> bool:
         """Move the watermark as if an event at ``event_time`` had been seen."""
         before = self.window.last_closed
-        self.dirty.update(self.window.advance(event_time))
+        for index, pane in self.window.advance(event_time):
+            self._closing[index] = pane  # kept until taken, even if it already expired
         return self.window.last_closed != before
 
     def take_closed(self) -> tuple[tuple[int, PaneCounts], ...]:
-        """Copies of the closed panes still in the window that changed since the last call
-        (newly closed, or given late labels), oldest first."""
-        if not self.dirty:
+        """Copies of the panes closed since the last call and of the closed panes in the
+        window that late labels changed, oldest first."""
+        if not self.dirty and not self._closing:
             return ()
-        out = tuple((i, p.copy()) for i, p in self.window.closed if i in self.dirty)
+        out = dict(self._closing)
+        out.update((i, p) for i, p in self.window.closed if i in self.dirty)
         self.dirty.clear()
-        return out
+        self._closing.clear()
+        return tuple((i, out[i].copy()) for i in sorted(out))
 
-    def all_closed(self) -> tuple[tuple[int, PaneCounts], ...]:
-        """Copies of every closed pane still in the window (after a restore)."""
-        self.dirty.clear()
-        return tuple((i, p.copy()) for i, p in self.window.closed)
+    def mark_all_changed(self) -> None:
+        """Every closed pane still in the window goes out with the next :meth:`take_closed`."""
+        self.dirty.update(i for i, _ in self.window.closed)
 
     def _observe_latency(self, latency_ms: NDArray[np.float64]) -> None:
         seconds = latency_ms[np.isfinite(latency_ms) & (latency_ms >= 0)] / 1000.0

@@ -39,7 +39,9 @@ __all__ = ["PaneMerge", "PaneUpdate", "SourceState"]
 class PaneUpdate:
     """What one source partition publishes about one model.
 
-    ``version`` orders the updates of a partition (the source offsets they reflect);
+    ``(epoch, version)`` orders the updates of a partition: ``version`` is the source
+    offsets they reflect, and ``epoch`` grows each time the partition's state is restored
+    or rebuilt (a replay is a new history whose states replace the old one's);
     ``panes`` are closed panes, new or changed, as ``(pane index, counts)``; ``active_at``
     is the wall-clock time of the partition's last event of the model; ``fingerprint``
     names the reference the counts were binned against. ``profile`` carries a reference
@@ -55,26 +57,40 @@ class PaneUpdate:
     fingerprint: str
     panes: tuple[tuple[int, PaneCounts], ...] = ()
     profile: Mapping[str, Any] | None = None
+    epoch: int = 0
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.epoch, self.version)
 
 
 @dataclass
 class SourceState:
-    version: int
+    version: tuple[int, int]
     watermark: float
     last_closed: int | None
     active_at: float
+
+
+#: memory bounds: source partitions per model, and panes held per source partition (a
+#: partition more than a few windows ahead of the slowest live one has panes refused)
+MAX_SOURCES = 4096
 
 
 class PaneMerge:
     """The newest panes of every source partition of one model, and their window."""
 
     def __init__(self, pane_seconds: float, size_panes: int, idle_timeout: float) -> None:
+        self.max_panes_per_source = 4 * size_panes + 16
+        #: updates or panes refused by the memory bounds
+        self.refused = 0
+        self._held: dict[int, int] = {}  # panes held per source partition
         self.pane_seconds = pane_seconds
         self.size_panes = size_panes
         self.idle_timeout = idle_timeout
         self.sources: dict[int, SourceState] = {}
-        #: (pane index, source partition) -> (version, counts)
-        self.panes: dict[tuple[int, int], tuple[int, PaneCounts]] = {}
+        #: (pane index, source partition) -> ((epoch, version), counts)
+        self.panes: dict[tuple[int, int], tuple[tuple[int, int], PaneCounts]] = {}
         #: newest merged closed pane; never moves back
         self.last_closed: int | None = None
         self.watermark = -math.inf
@@ -82,10 +98,14 @@ class PaneMerge:
     def apply(self, update: PaneUpdate) -> bool:
         """Take ``update`` where it is at least as new as what is held; True if it changed
         a pane that can still be in the window."""
+        order = update.order
         src = self.sources.get(update.partition)
-        if src is None or update.version >= src.version:
+        if src is None and len(self.sources) >= MAX_SOURCES:
+            self.refused += 1
+            return False
+        if src is None or order >= src.version:
             self.sources[update.partition] = SourceState(
-                update.version, update.watermark, update.last_closed, update.active_at
+                order, update.watermark, update.last_closed, update.active_at
             )
         changed = False
         floor = self._floor()
@@ -94,8 +114,14 @@ class PaneMerge:
                 continue  # already out of the merged window
             key = (index, update.partition)
             held = self.panes.get(key)
-            if held is None or update.version >= held[0]:
-                self.panes[key] = (update.version, counts)
+            if held is None:
+                n = self._held.get(update.partition, 0)
+                if n >= self.max_panes_per_source:
+                    self.refused += 1
+                    continue
+                self._held[update.partition] = n + 1
+            if held is None or order >= held[0]:
+                self.panes[key] = (order, counts)
                 changed = True
         return changed
 
@@ -120,6 +146,7 @@ class PaneMerge:
         floor = self._floor()
         for key in [k for k in self.panes if k[0] <= floor]:
             del self.panes[key]
+            self._held[key[1]] -= 1
         return True
 
     def window(self, zeros: Callable[[], PaneCounts]) -> PaneCounts:
@@ -145,11 +172,11 @@ class PaneMerge:
             "last_closed": self.last_closed,
             "watermark": self.watermark,
             "sources": [
-                [p, s.version, s.watermark, s.last_closed, s.active_at]
+                [p, list(s.version), s.watermark, s.last_closed, s.active_at]
                 for p, s in sorted(self.sources.items())
             ],
             "panes": [
-                [index, partition, version, counts.snapshot()]
+                [index, partition, list(version), counts.snapshot()]
                 for (index, partition), (version, counts) in sorted(self.panes.items())
             ],
         }
@@ -157,14 +184,19 @@ class PaneMerge:
     def restore(self, data: Mapping[str, Any], size: int, extra: int) -> None:
         """Replace the state with a :meth:`snapshot` (``ValueError`` if it does not fit)."""
         panes = {
-            (int(i), int(p)): (int(v), PaneCounts.restore(c, size, extra))
+            (int(i), int(p)): ((int(v[0]), int(v[1])), PaneCounts.restore(c, size, extra))
             for i, p, v, c in data["panes"]
         }
         sources = {
-            int(p): SourceState(int(v), float(w), None if lc is None else int(lc), float(a))
+            int(p): SourceState(
+                (int(v[0]), int(v[1])), float(w), None if lc is None else int(lc), float(a)
+            )
             for p, v, w, lc, a in data["sources"]
         }
         last = data["last_closed"]
         self.panes, self.sources = panes, sources
+        self._held = {}
+        for _, p in panes:
+            self._held[p] = self._held.get(p, 0) + 1
         self.last_closed = None if last is None else int(last)
         self.watermark = float(data["watermark"])

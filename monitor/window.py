@@ -83,15 +83,18 @@ class PaneWindow(Generic[P]):
             pane = self.open[index] = self._factory()
         return pane
 
-    def advance(self, max_event_time: float) -> list[int]:
-        """Move the watermark to ``max_event_time - allowed_lateness``; return closed panes."""
+    def advance(self, max_event_time: float) -> list[tuple[int, P]]:
+        """Move the watermark to ``max_event_time - allowed_lateness``; return the panes that
+        closed, oldest first (including any that left the window in the same move)."""
         watermark = max_event_time - self.allowed_lateness
         if watermark <= self.watermark:
             return []
         self.watermark = watermark
-        closing = sorted(i for i in self.open if (i + 1) * self.pane_seconds <= watermark)
-        for i in closing:
-            pane = self.open.pop(i)
+        closing = [
+            (i, self.open.pop(i))
+            for i in sorted(i for i in self.open if (i + 1) * self.pane_seconds <= watermark)
+        ]
+        for i, pane in closing:
             self.window = self.window.__iadd__(pane)
             self.closed.append((i, pane))
         newest = math.floor(watermark / self.pane_seconds) - 1

@@ -135,7 +135,7 @@ def test_rules_export_passes_promtool(tmp_path, config_file):
     r = run("rules", "export", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     assert "FeatureDrift" in r.stdout
-    assert 'driftline_feature_drifted{model="fraud"} >= 1' in r.stdout
+    assert 'sum without (instance, pod) (driftline_feature_drifted{model="fraud"}) >= 1' in r.stdout
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed: apt-get install prometheus")

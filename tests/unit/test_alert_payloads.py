@@ -322,7 +322,7 @@ def test_exported_prometheus_rules_mirror_the_config() -> None:
     first, second = doc["groups"][0]["rules"]
     assert first == {
         "alert": "FeatureDrift",
-        "expr": 'driftline_feature_drifted{model="fraud"} >= 1',
+        "expr": 'sum without (instance, pod) (driftline_feature_drifted{model="fraud"}) >= 1',
         "for": "1m30s",
         "keep_firing_for": "5m",
         "labels": {"team": "risk", "severity": "warning"},
@@ -330,7 +330,8 @@ def test_exported_prometheus_rules_mirror_the_config() -> None:
     }
     assert second == {
         "alert": "LowAccuracy",
-        "expr": 'driftline_model_performance{metric="accuracy"} < 0.8',
+        "expr": "sum without (instance, pod) "
+        '(driftline_model_performance{metric="accuracy"}) < 0.8',
         "labels": {"severity": "critical"},
     }
 
