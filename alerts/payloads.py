@@ -4,7 +4,7 @@
   for Alertmanager work unchanged;
 - :func:`alertmanager_body`: the body of Alertmanager's ``POST /api/v2/alerts``;
 - :func:`slack_body`: a Slack incoming-webhook message;
-- :func:`retraining_request`: DESIGN.md's ``retraining.requested`` document, and
+- :func:`retraining_request`: the ``retraining.requested`` document (see README), and
   :func:`retraining_http_request`: the HTTP request that carries it to a target.
 
 Nothing here reads the clock or the environment: times, ids and tokens are passed in.
@@ -212,7 +212,7 @@ def retraining_request(
     request_id: str | None = None,
     external_url: str = "",
 ) -> dict[str, Any]:
-    """DESIGN.md's retraining request. Without ``request_id`` the id is derived from the
+    """The retraining request of the README. Without ``request_id`` the id is derived from the
     model, the reason and the time, so the same decision always gets the same id."""
     if request_id is None:
         digest = hashlib.sha256(f"{model}\n{reason}\n{requested_at!r}".encode()).hexdigest()

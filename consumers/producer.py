@@ -105,7 +105,7 @@ def _enc_hook(obj: Any) -> Any:
 class PredictionLogger:
     """Publishes prediction and ground-truth events to Kafka without blocking the caller.
 
-    Events are JSON as DESIGN.md describes them, keyed by ``event_id``. Counters:
+    Events are JSON as the README describes them, keyed by ``event_id``. Counters:
     :attr:`dropped` (queue full, or logged after :meth:`close`), :attr:`sent`
     (acknowledged by Kafka) and :attr:`failed` (rejected, timed out, or still queued when
     :meth:`close` gave up). Every accepted event ends up in ``sent`` or ``failed``.

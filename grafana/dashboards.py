@@ -9,7 +9,7 @@ leave ``git diff`` empty (tests/unit/test_grafana.py). Importing has no side eff
 - Model detail (model_detail.py): one model, the ``model`` variable;
 - Service health (service_health.py): scrape, Kafka consumer, checkpoints, webhooks.
 
-Queries use only metrics of DESIGN.md's table and the service's own health metrics.
+Queries use only the metrics listed in the README and the service's own health metrics.
 Panels whose metrics the service does not export yet (its own alert rules, webhooks,
 retraining) show "No data" until it does; the e2e test (tests/e2e/test_prometheus.py)
 lists them and fails when that list goes stale.

@@ -1,4 +1,4 @@
-"""driftline's configuration: pydantic v2 models, frozen, with DESIGN.md's defaults.
+"""driftline's configuration: pydantic v2 models, frozen, with the documented defaults (README).
 
 Pure: no file is read here (see :mod:`consumers.configfile`). Durations are written as
 ``"500ms"``, ``"60s"``, ``"5m"``, ``"1h"``, ``"7d"`` or plain seconds, and held as float

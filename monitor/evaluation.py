@@ -30,7 +30,7 @@ class MethodChoice:
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    """How a model's features are judged (DESIGN.md defaults)."""
+    """How a model's features are judged (the documented defaults)."""
 
     numerical: MethodChoice = MethodChoice("wasserstein", 0.1, ("psi", "ks"))
     categorical: MethodChoice = MethodChoice("jensenshannon", 0.1, ("psi", "chisquare"))

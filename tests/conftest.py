@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per session, a topic and a group per test.
 
-The broker is found in this order (DESIGN.md, "Test strategy"):
+The broker is found in this order (see README, tests):
 
 1. ``DRIFTLINE_TEST_BOOTSTRAP_SERVERS``: an external broker, used as is;
 2. a testcontainers Kafka, when the ``testcontainers`` package is installed and a Docker

@@ -211,7 +211,7 @@ def test_prediction_logger_round_trips_every_event_exactly(
             want["timestamp"] = stamp
         assert decoded == want
         assert canonical(decoded) == canonical(want)
-        # The fields come in DESIGN.md's order; optional ones are absent, never null.
+        # The fields come in the documented order; optional ones are absent, never null.
         assert list(decoded) == [f for f in PREDICTION_FIELDS if f in want]
     assert seen == set(expected)
 

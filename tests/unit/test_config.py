@@ -1,4 +1,4 @@
-"""Configuration: DESIGN.md defaults, one clear error per mistake, environment overrides."""
+"""Configuration: the documented defaults, one clear error per mistake, environment overrides."""
 
 from __future__ import annotations
 

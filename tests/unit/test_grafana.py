@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 COMMITTED = sorted((GRAFANA / "dashboards").glob("*.json"))
 
-# DESIGN.md, "Prometheus metrics" (histograms also have _bucket, _sum and _count series).
+# The README's metrics table (histograms also have _bucket, _sum and _count series).
 DESIGN_METRICS = {
     "driftline_events_total",
     "driftline_events_invalid_total",
@@ -207,7 +207,7 @@ def test_drift_panels_draw_the_default_threshold(dashboards):
     for title in ("Feature drift score", "Prediction drift"):
         steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert {"color": "red", "value": dashboards.DRIFT_THRESHOLD} in steps
-    assert dashboards.DRIFT_THRESHOLD == 0.1  # DESIGN.md's default for both kinds
+    assert dashboards.DRIFT_THRESHOLD == 0.1  # the documented default for both kinds
 
 
 def test_alert_thresholds_on_panels_match_the_alert_rules(dashboards):
