@@ -107,6 +107,10 @@ def decode_checkpoint(blob: bytes) -> dict[str, Any]:
 class CheckpointStore(Protocol):
     def save(self, key: str, blob: bytes) -> None: ...
     def load(self, key: str) -> bytes | None: ...
+    def load_all(self, key: str) -> list[bytes]:
+        """Every checkpoint kept for ``key``, newest first (for falling back past a bad one)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -116,6 +120,10 @@ class DirectoryStore:
     def __init__(self, root: str | Path, keep: int = 3) -> None:
         self.root = Path(root)
         self.keep = keep
+        # temporary files of writes a crash interrupted are never read: remove them
+        if self.root.is_dir():
+            for tmp in self.root.rglob(".checkpoint-*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _dir(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
@@ -134,11 +142,14 @@ class DirectoryStore:
             seq = int(files[-1].stem.split("-")[1]) + 1 if files else 1
             final = d / f"checkpoint-{seq:012d}.bin"
             tmp = d / f".{final.name}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(blob)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
             fd = os.open(d, os.O_RDONLY)  # make the rename itself durable
             try:
                 os.fsync(fd)
@@ -152,6 +163,15 @@ class DirectoryStore:
     def load(self, key: str) -> bytes | None:
         files = self._files(key)
         return files[-1].read_bytes() if files else None
+
+    def load_all(self, key: str) -> list[bytes]:
+        out = []
+        for path in reversed(self._files(key)):
+            try:
+                out.append(path.read_bytes())
+            except OSError:
+                out.append(b"")  # unreadable: decoding refuses it, the next one is tried
+        return out
 
     def close(self) -> None:
         pass
@@ -215,6 +235,11 @@ class KafkaTopicStore:
                 raise CheckpointError(f"checkpoint {key} in {self.topic} is missing chunk {i}")
             parts.append(record[1])
         return b"".join(parts)
+
+    def load_all(self, key: str) -> list[bytes]:
+        """Compaction keeps one checkpoint per key: the newest, or nothing."""
+        blob = self.load(key)
+        return [] if blob is None else [blob]
 
     def _read_all(self) -> dict[bytes, tuple[bytes, bytes]]:
         """The newest (snapshot header, value) per record key, read from start to end."""

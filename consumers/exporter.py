@@ -52,6 +52,8 @@ class StateSnapshot:
     alerts_firing: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     deliveries: Mapping[tuple[str, str], int] = field(default_factory=dict)
     retraining: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: checkpoint restores by outcome
+    restores: Mapping[str, int] = field(default_factory=dict)
 
 
 class DriftlineCollector(Collector):
@@ -96,6 +98,17 @@ class DriftlineCollector(Collector):
                 "Size of the last checkpoint, all partitions",
                 value=s.checkpoint.size,
             )
+
+        restores = CounterMetricFamily(
+            "driftline_checkpoint_restore",
+            "Checkpoint restores by outcome (restored, restored_older: the newest was unusable,"
+            " reference_changed: windows restart, rebuilt: none usable, replayed from the start,"
+            " none)",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(s.restores.items()):
+            restores.add_metric([outcome], n)
+        yield restores
 
         events = CounterMetricFamily(
             "driftline_events_total", "Valid events consumed", labels=["model", "kind"]

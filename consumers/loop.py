@@ -388,6 +388,8 @@ class ConsumerLoop:
         )
 
     def restore(self, partitions: Iterable[TopicPartition]) -> None:
+        """Restore each assigned partition from its newest usable checkpoint and seek to
+        its offsets; with none usable, replay the partition from its earliest offset."""
         self._assigned_at = time.monotonic()
         by_number: dict[int, list[TopicPartition]] = {}
         for tp in partitions:
@@ -395,33 +397,67 @@ class ConsumerLoop:
         for partition, tps in sorted(by_number.items()):
             if self.store is None:
                 continue
-            try:
-                blob = self.store.load(self._key(partition))
-                if blob is None:
+            outcome, offsets = self._restore_one(partition)
+            self.service.count_restore(outcome)
+            if offsets is None:
+                # no state: count everything the topic still holds (a group's committed
+                # offsets without a checkpoint would skip it)
+                self._consumer.seek_to_beginning(*tps)
+                for tp in tps:
+                    self._positions.pop(tp, None)
+                level = logging.ERROR if outcome == "rebuilt" else logging.INFO
+                log.log(
+                    level,
+                    "no usable checkpoint; partition counted from the earliest retained offset",
+                    extra={"partition": partition, "outcome": outcome},
+                )
+                continue
+            for tp in tps:
+                offset = offsets.get(tp.topic)
+                if offset is None:
+                    self._consumer.seek_to_beginning(tp)
                     continue
+                self._positions[tp] = offset
+                self._consumer.seek(tp, offset)
+            log.info(
+                "restored partition from checkpoint",
+                extra={"partition": partition, "offsets": offsets, "outcome": outcome},
+            )
+
+    def _restore_one(self, partition: int) -> tuple[str, dict[str, int] | None]:
+        """(outcome, offsets) of the newest checkpoint of ``partition`` that restores."""
+        assert self.store is not None
+        try:
+            blobs = self.store.load_all(self._key(partition))
+        except CheckpointError as exc:
+            log.error("checkpoints unreadable", extra={"partition": partition, "error": str(exc)})
+            return "rebuilt", None
+        if not blobs:
+            return "none", None
+        for age, blob in enumerate(blobs):
+            try:
                 data = decode_checkpoint(blob)
                 try:
                     offsets = {str(t): int(o) for t, o in data["offsets"].items()}
                     state = data["state"]
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise RestoreError(f"malformed checkpoint: {exc!r}") from exc
-                self.service.restore_partition(partition, state, self.clock())
+                restarted = self.service.restore_partition(partition, state, self.clock())
             except CheckpointError as exc:  # unreadable, or RestoreError: state left empty
                 log.error(
-                    "checkpoint not restored; partition rebuilt from the committed offsets",
-                    extra={"partition": partition, "error": str(exc)},
+                    "checkpoint not usable; trying an older one",
+                    extra={"partition": partition, "age": age, "error": str(exc)},
                 )
                 continue
-            for tp in tps:
-                offset = offsets.get(tp.topic)
-                if offset is None:
-                    continue
-                self._positions[tp] = offset
-                self._consumer.seek(tp, offset)
-            log.info(
-                "restored partition from checkpoint",
-                extra={"partition": partition, "offsets": offsets},
-            )
+            if restarted:
+                log.warning(
+                    "reference or binning changed since the checkpoint: windows restart "
+                    "from its offsets, counters go on",
+                    extra={"partition": partition, "models": restarted},
+                )
+                return "reference_changed", offsets
+            return ("restored" if age == 0 else "restored_older"), offsets
+        return "rebuilt", None
 
     def release(self, partitions: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
         """Checkpoint (when ``save``) and forget partitions; return the offsets to commit."""

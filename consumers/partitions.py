@@ -26,7 +26,6 @@ from monitor.events import EventBatch
 from monitor.label_join import LabelJoin
 from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor
 from monitor.pane_merge import PaneUpdate
-from monitor.panes import CountLayout
 from monitor.reference import ReferenceProfile
 from monitor.schema import FeatureSpec
 from monitor.stream_reference import typed_batch
@@ -257,16 +256,17 @@ class InputPartitions:
             "invalid": [[model, reason, n] for (model, reason), n in sorted(invalid.items())],
         }
 
-    def restore(self, partition: int, state: Mapping[str, Any], now: float) -> None:
-        """Replace ``partition``'s state with a snapshot's, whole or not at all.
+    def restore(self, partition: int, state: Mapping[str, Any], now: float) -> list[str]:
+        """Replace ``partition``'s state with a snapshot's, whole or not at all; return the
+        models whose windows restart (their panes were counted against another reference
+        or binning than the configured one: their counters and label joins are kept).
 
-        Raises :class:`RestoreError` (the partition is then left empty, to be rebuilt from
-        the committed offsets) when the snapshot is malformed or was counted against
-        another reference or binning than the configured one.
+        Raises :class:`RestoreError` (the partition is then left empty) when the snapshot is
+        malformed. Configured label TTL and capacity win over the snapshot's.
         """
         self.drop(partition)
         try:
-            slots, profiles = self._restored_slots(state)
+            slots, profiles, restarted = self._restored_slots(state)
             invalid = Counter(
                 {(str(model), str(reason)): int(n) for model, reason, n in state["invalid"]}
             )
@@ -278,10 +278,9 @@ class InputPartitions:
             raise RestoreError(f"malformed partition state: {exc!r}") from exc
         for name, profile in profiles.items():
             spec = self.specs[name]
-            if spec.profile is None or spec.fingerprint != _fingerprint(spec, profile):
-                self._set_stream_profile(spec, profile)
-                assert spec.stream_reference is not None
-                spec.stream_reference.profiled_versions.add(profile.model_version)
+            self._set_stream_profile(spec, profile)
+            assert spec.stream_reference is not None
+            spec.stream_reference.profiled_versions.add(profile.model_version)
         self._slots[partition] = slots
         self._invalid[partition] = invalid
         self._versions[partition] = version
@@ -289,22 +288,28 @@ class InputPartitions:
         # a new epoch: every closed pane goes out again, replacing what the old history
         # published after this checkpoint
         self.mark_all_changed(partition)
+        return restarted
 
     def _restored_slots(
         self, state: Mapping[str, Any]
-    ) -> tuple[dict[str, _Slot], dict[str, ReferenceProfile]]:
+    ) -> tuple[dict[str, _Slot], dict[str, ReferenceProfile], list[str]]:
         slots: dict[str, _Slot] = {}
         profiles: dict[str, ReferenceProfile] = {}
+        restarted: list[str] = []
         for name, data in state["models"].items():
             spec = self.specs.get(name)
             if spec is None:
                 log.warning("checkpoint has unknown model %s; ignored", name)
                 continue
             profile = spec.profile
-            if data.get("profile") is not None and spec.stream_reference is not None:
+            if profile is None and data.get("profile") is not None and spec.stream_reference:
+                # a reference built from the stream before the restart: windows counted
+                # against it go on (once a reference is in use, another partition's older
+                # one only restarts that partition's windows)
                 profile = profiles[name] = ReferenceProfile.from_dict(data["profile"])
+            labels = spec.settings.labels
             slot = _Slot(
-                LabelJoin.restore(data["join"]),
+                LabelJoin.restore(data["join"], ttl=labels.ttl, capacity=labels.capacity),
                 predictions=int(data["predictions"]),
                 ground_truth=int(data.get("ground_truth", 0)),
                 active_at=float(data.get("active_at", -math.inf)),
@@ -313,15 +318,13 @@ class InputPartitions:
                 if profile is None:
                     raise RestoreError(f"model {name}: windows in the checkpoint, no reference")
                 monitor = spec.new_monitor(profile)
-                if data.get("fingerprint") != monitor.layout.fingerprint:
-                    raise RestoreError(
-                        f"model {name}: counted against another reference or binning "
-                        f"(checkpoint {data.get('fingerprint')}, now {monitor.layout.fingerprint})"
-                    )
-                monitor.restore(data["monitor"])
+                same = data.get("fingerprint") == monitor.layout.fingerprint
+                monitor.restore(data["monitor"], windows=same)
+                if not same:
+                    restarted.append(name)
                 slot.monitor = monitor
             slots[name] = slot
-        return slots, profiles
+        return slots, profiles, restarted
 
     def drop(self, partition: int) -> None:
         """Forget ``partition`` (it was handed to another instance)."""
@@ -371,10 +374,6 @@ class InputPartitions:
 
     def invalid(self) -> Counter[tuple[str, str]]:
         return sum(self._invalid.values(), Counter())
-
-
-def _fingerprint(spec: ModelSpec, profile: ReferenceProfile) -> str:
-    return CountLayout(profile, spec.settings.quality.range_margin).fingerprint
 
 
 def _typed(batch: EventBatch, profile: ReferenceProfile | None) -> EventBatch:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ class Service:
         self._alert_lock = threading.Lock()
         self._firing: dict[tuple[str, str, str], int] = {}
         self.checkpoint: CheckpointInfo | None = None
+        self.restore_outcomes: Counter[str] = Counter()
         self.registry = CollectorRegistry()
         self.registry.register(DriftlineCollector(self.snapshot))
 
@@ -148,14 +150,24 @@ class Service:
         with self._lock:
             return self.inputs.snapshot(partition)
 
-    def restore_partition(self, partition: int, state: Mapping[str, Any], now: float) -> None:
+    def restore_partition(
+        self, partition: int, state: Mapping[str, Any], now: float
+    ) -> list[str]:
         """Replace an input partition's state with a checkpoint's (:class:`RestoreError`
-        leaves it empty)."""
+        leaves it empty); return the models whose windows restart (another reference or
+        binning than the checkpoint's)."""
         with self._lock:
-            self.inputs.restore(partition, state, now)
+            restarted = self.inputs.restore(partition, state, now)
             updates = self.inputs.flush(partition) if self.local else []
         if updates:
             self.apply_panes(LOCAL_UNIT, updates, now)
+        return restarted
+
+    def count_restore(self, outcome: str) -> None:
+        """One more checkpoint restore with this outcome (restored, restored_older,
+        reference_changed, rebuilt, none), for ``driftline_checkpoint_restore_total``."""
+        with self._lock:
+            self.restore_outcomes[outcome] += 1
 
     def drop_partition(self, partition: int, now: float) -> None:
         """Forget an input partition (it was handed to another instance)."""
@@ -278,6 +290,7 @@ class Service:
             }
             evaluations = self.owner.evaluations()
             invalid = dict(self.inputs.invalid())
+            restores = dict(self.restore_outcomes)
             unexpected = {
                 (name, feature): n
                 for name, counted in self.inputs.extra_features.items()
@@ -298,6 +311,7 @@ class Service:
             deliveries=deliveries,
             retraining=retraining,
             unexpected_features=unexpected,
+            restores=restores,
         )
 
     def readiness(self) -> tuple[bool, list[str]]:

@@ -212,23 +212,32 @@ class _Store:
             out[k] = [_plain(x) for x in v[order].tolist()]
         return out
 
-    def restore(self, data: Mapping[str, Any]) -> None:
+    def restore(self, data: Mapping[str, Any]) -> int:
+        """Read a :meth:`snapshot` back; entries beyond this store's capacity (a smaller
+        one configured since) are evicted oldest first. Returns how many were."""
         ids = [str(e) for e in data["event_id"]]
-        if len(ids) > self.capacity or len(set(ids)) != len(ids):
-            raise ValueError("snapshot holds more entries than the capacity, or repeated ids")
+        if len(set(ids)) != len(ids):
+            raise ValueError("snapshot holds repeated ids")
         cols = {
             k: np.array([_empty_value(t) if x is None else x for x in data[k]], dtype=t)
             if t is not object
             else _objects(data[k])
             for k, t in self.kinds.items()
         }
-        self.insert(
-            ids,
-            np.asarray(data["time"], dtype=np.float64),
-            np.asarray(data["seq"], dtype=np.int64),
-            cols,
-        )
+        time = np.asarray(data["time"], dtype=np.float64)
+        seq = np.asarray(data["seq"], dtype=np.int64)
+        if time.shape != (len(ids),) or seq.shape != (len(ids),):
+            raise ValueError("snapshot columns of different lengths")
+        over = len(ids) - self.capacity
+        if over > 0:
+            keep = np.ones(len(ids), dtype=bool)
+            keep[_oldest(time, seq, over)] = False
+            ids = [e for e, k in zip(ids, keep.tolist(), strict=True) if k]
+            time, seq = time[keep], seq[keep]
+            cols = {k: v[keep] for k, v in cols.items()}
+        self.insert(ids, time, seq, cols)
         self.next_seq = int(data["next_seq"])
+        return max(over, 0)
 
 
 def _empty(arr: Column) -> Any:
@@ -411,14 +420,21 @@ class LabelJoin:
         }
 
     @classmethod
-    def restore(cls, data: Mapping[str, Any]) -> LabelJoin:
-        """A join in the state a :meth:`snapshot` recorded."""
-        join = cls(ttl=float(data["ttl"]), capacity=int(data["capacity"]))
+    def restore(
+        cls, data: Mapping[str, Any], *, ttl: float | None = None, capacity: int | None = None
+    ) -> LabelJoin:
+        """A join in the state a :meth:`snapshot` recorded. ``ttl`` and ``capacity``, when
+        given (the configured ones), win over the snapshot's: entries beyond a smaller
+        capacity are evicted oldest first and counted as evicted."""
+        join = cls(
+            ttl=float(data["ttl"]) if ttl is None else ttl,
+            capacity=int(data["capacity"]) if capacity is None else capacity,
+        )
         join.joined_total = int(data["joined_total"])
         for reason, count in data["dropped"].items():
             join.dropped[str(reason)] = int(count)
-        join._predictions.restore(data["predictions"])
-        join._labels.restore(data["labels"])
+        join.dropped["prediction_evicted"] += join._predictions.restore(data["predictions"])
+        join.dropped["label_evicted"] += join._labels.restore(data["labels"])
         join._joined.restore(data["joined"])
         return join
 

@@ -112,10 +112,13 @@ class ModelMonitor:
             "window": self.window.snapshot(PaneCounts.snapshot),
         }
 
-    def restore(self, data: Mapping[str, Any]) -> None:
-        """Replace this monitor's counts with a :meth:`snapshot` taken on the same reference."""
+    def restore(self, data: Mapping[str, Any], *, windows: bool = True) -> None:
+        """Replace this monitor's counts with a :meth:`snapshot` taken on the same reference
+        (``windows=False``: only the cumulative counters, for a snapshot counted against
+        another reference, whose panes do not fit this one's bins)."""
         size, extra = self.layout.size, self._extra
-        self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size, extra))
+        if windows:
+            self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size, extra))
         self.events_total = int(data["events_total"])
         self.late_total = int(data["late_total"])
         self.max_event_time = float(data["max_event_time"])

@@ -72,14 +72,42 @@ def test_a_round_trip_restores_everything(filled):
     assert ev.window_events > 0
 
 
-def test_another_binning_is_refused_and_leaves_the_partition_empty(filled):
+def test_another_binning_keeps_the_counters_and_restarts_the_windows(filled):
     ref, states = filled
     other = Service(config(ref, quantiles=20))
-    with pytest.raises(RestoreError, match="another reference or binning"):
-        other.restore_partition(0, states[0], 2.0)
-    # not half restored: no counter without its window
-    assert other.inputs.partitions == []
-    assert other.snapshot().counters["m"].predictions == 0
+    for p in range(2):
+        assert other.restore_partition(p, states[p], 2.0) == ["m"]
+    # counted once, whatever the bins: the counters come back
+    assert other.snapshot().counters["m"].predictions == 2000
+    # the old panes do not fit the new bins: no window until new panes close
+    assert other.evaluation("m") is None
+    rng = np.random.default_rng(9)
+    for p in range(2):
+        other.handle(batch(rng, 500, 300.0), now=3.0, partition=p)
+    ev = other.evaluation("m")
+    assert ev is not None
+    assert ev.window_start is not None
+    assert ev.window_start >= 300.0 - 60.0
+
+
+def test_a_replaced_reference_file_restarts_the_windows(filled, tmp_path):
+    ref, states = filled
+    moved = tmp_path / "moved.csv"
+    rng = np.random.default_rng(1)
+    moved.write_text("x\n" + "\n".join(str(v) for v in rng.normal(3, 1, size=2000)) + "\n")
+    fresh = Service(config(moved))
+    assert fresh.restore_partition(0, states[0], 2.0) == ["m"]
+    assert fresh.snapshot().counters["m"].predictions == 1000
+
+
+def test_configured_label_capacity_wins_over_the_snapshot(filled):
+    ref, states = filled
+    smaller = Service(config(ref, capacity=10))
+    smaller.restore_partition(0, states[0], 2.0)
+    (join,) = smaller.inputs.joins("m")
+    assert join.capacity == 10
+    assert join.pending_predictions == 10
+    assert join.dropped["prediction_evicted"] == 990  # counted, not lost silently
 
 
 def test_corrupt_state_is_one_error_type(filled):
