@@ -150,9 +150,7 @@ class Service:
         with self._lock:
             return self.inputs.snapshot(partition)
 
-    def restore_partition(
-        self, partition: int, state: Mapping[str, Any], now: float
-    ) -> list[str]:
+    def restore_partition(self, partition: int, state: Mapping[str, Any], now: float) -> list[str]:
         """Replace an input partition's state with a checkpoint's (:class:`RestoreError`
         leaves it empty); return the models whose windows restart (another reference or
         binning than the checkpoint's)."""

@@ -108,7 +108,8 @@ def test_realized_metrics_equal_sklearn_on_exactly_the_joined_pairs(
     http = HttpServer("127.0.0.1", 0, service.registry, service)
     http.start()
     stop = threading.Event()
-    loop = ConsumerLoop(service, config.kafka)
+    # late labels change closed panes; they travel to stage 2 with every heartbeat
+    loop = ConsumerLoop(service, config.kafka, checkpoint_interval=1.0)
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     n_labels = int(labelled.sum()) + len(duplicates) + 40
@@ -121,10 +122,26 @@ def test_realized_metrics_equal_sklearn_on_exactly_the_joined_pairs(
             time.sleep(0.3)
         c = service.snapshot().counters["fraud"]
         assert (c.predictions, c.ground_truth) == (n, n_labels)
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{http.port}/api/v1/models/fraud", timeout=5
-        ) as r:
-            api = json.loads(r.read())
+
+        def converged() -> dict | None:
+            # stage 2 sees the panes (and the labels joined to closed ones) through the
+            # panes topic, a little after stage 1 counted them
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{http.port}/api/v1/models/fraud", timeout=5
+            ) as r:
+                api = json.loads(r.read())
+            ev = api["evaluation"]
+            if ev is None:
+                return None
+            w = ev["window"]
+            in_window = (times >= w["start"]) & (times < w["end"])
+            done = ev["performance"]["labelled_events"] == int((in_window & labelled).sum())
+            return api if done else None
+
+        deadline = time.time() + 30
+        while (api := converged()) is None and time.time() < deadline:
+            time.sleep(0.3)
+        assert api is not None, "the evaluation never reflected every joined label"
         unjoined = service.snapshot().counters["fraud"].unjoined
         (join,) = service.inputs.joins("fraud")
         pending = (join.pending_predictions, join.pending_labels, join.joined_total)

@@ -91,7 +91,7 @@ def test_another_binning_keeps_the_counters_and_restarts_the_windows(filled):
 
 
 def test_a_replaced_reference_file_restarts_the_windows(filled, tmp_path):
-    ref, states = filled
+    _ref, states = filled
     moved = tmp_path / "moved.csv"
     rng = np.random.default_rng(1)
     moved.write_text("x\n" + "\n".join(str(v) for v in rng.normal(3, 1, size=2000)) + "\n")
