@@ -243,26 +243,22 @@ class BatchDecoder:
     def _check_times(
         self, model: str, batch: EventBatch, index: list[int], now: float | None, out: DecodedBatch
     ) -> EventBatch:
-        if now is None or (self.max_future is None and self.max_age is None):
-            return batch
-        t = batch.event_time
-        bad = np.zeros(t.size, dtype=bool)
-        if self.max_future is not None:
-            bad |= t > now + self.max_future
-        if self.max_age is not None:
-            bad |= t < now - self.max_age
+        lat = batch.latency_ms
+        bad_latency = ~np.isnan(lat) & ~((lat >= 0) & (lat <= MAX_LATENCY_MS))
+        bad_time = out_of_range(batch.event_time, now, self.max_future, self.max_age)
+        bad = bad_time | bad_latency
         if not bad.any():
             return batch
+        t = batch.event_time
         for j in np.flatnonzero(bad).tolist():
-            out.invalid.append(
-                Invalid(
-                    index[j],
-                    model,
-                    Reason.TIMESTAMP_OUT_OF_RANGE,
-                    f"event time {t[j]:.3f} is outside [now - {self.max_age}s, "
-                    f"now + {self.max_future}s] (now {now:.3f})",
-                )
-            )
+            if bad_time[j]:
+                reason = Reason.TIMESTAMP_OUT_OF_RANGE
+                assert now is not None
+                message = time_message(float(t[j]), now, self.max_future, self.max_age)
+            else:
+                reason = Reason.INVALID_FIELD
+                message = f"latency_ms {lat[j]!r} is outside [0, {MAX_LATENCY_MS:.0f}] (one day)"
+            out.invalid.append(Invalid(index[j], model, reason, message))
         return batch.select(~bad)
 
     def _fast(
@@ -569,17 +565,62 @@ class GroundTruthBatch:
         return sum(len(ids) for ids, _, _ in self.labels.values())
 
 
+#: a prediction latency beyond a day is a unit mistake, not a latency
+MAX_LATENCY_MS = 86_400_000.0
+
+
+def out_of_range(
+    t: NDArray[np.float64], now: float | None, max_future: float | None, max_age: float | None
+) -> NDArray[np.bool_]:
+    """Event times beyond ``max_future`` ahead of ``now`` or ``max_age`` behind it."""
+    bad = ~np.isfinite(t)
+    if now is None:
+        return bad
+    if max_future is not None:
+        bad |= t > now + max_future
+    if max_age is not None:
+        bad |= t < now - max_age
+    return bad
+
+
+def time_message(t: float, now: float, max_future: float | None, max_age: float | None) -> str:
+    """Why an event time was refused, naming the likely mistake."""
+    hint = ""
+    if t > 1e11 and (max_future is None or t / 1000.0 <= now + max_future):
+        hint = " (milliseconds? timestamps are epoch seconds or RFC 3339)"
+    elif t > 1e11 and t / 1e6 <= now + (max_future or 0.0):
+        hint = " (microseconds? timestamps are epoch seconds or RFC 3339)"
+    return (
+        f"event time {t:.3f} is outside [now - {max_age}s, now + {max_future}s] "
+        f"(now {now:.3f}){hint}"
+    )
+
+
 class GroundTruthDecoder:
     """Decodes ``{"event_id", "model", "label", "timestamp"}`` records."""
 
-    def __init__(self, models: Iterable[str], *, max_record_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        models: Iterable[str],
+        *,
+        max_record_bytes: int = 1 << 20,
+        max_future: float | None = None,
+        max_age: float | None = None,
+    ) -> None:
         self.models = frozenset(models)
         self.max_record_bytes = max_record_bytes
+        self.max_future = max_future
+        self.max_age = max_age
         self._decoder = msgspec.json.Decoder(_GroundTruth)
 
     def decode(
-        self, values: Sequence[bytes | None], record_times: Sequence[float]
+        self,
+        values: Sequence[bytes | None],
+        record_times: Sequence[float],
+        now: float | None = None,
     ) -> GroundTruthBatch:
+        """Decode ``values``; with ``now``, label times outside the prediction time range
+        (``max_future``, ``max_age``) make the record invalid, as for predictions."""
         out = GroundTruthBatch()
         rows: dict[str, tuple[list[str], list[Any], list[float]]] = {}
         for i, value in enumerate(values):
@@ -604,10 +645,16 @@ class GroundTruthDecoder:
                     Invalid(i, "unknown", Reason.UNKNOWN_MODEL, f"model {gt.model[:100]!r}")
                 )
                 continue
+            t = _epoch(gt.timestamp, record_times[i])
+            if out_of_range(np.array([t]), now, self.max_future, self.max_age)[0]:
+                assert now is not None
+                message = time_message(t, now, self.max_future, self.max_age)
+                out.invalid.append(Invalid(i, gt.model, Reason.TIMESTAMP_OUT_OF_RANGE, message))
+                continue
             ids, labels, times = rows.setdefault(gt.model, ([], [], []))
             ids.append(gt.event_id)
             labels.append(gt.label)
-            times.append(_epoch(gt.timestamp, record_times[i]))
+            times.append(t)
         for model, (ids, labels, times) in rows.items():
             y = np.empty(len(labels), dtype=object)
             y[:] = labels

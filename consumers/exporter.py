@@ -28,6 +28,7 @@ class ModelCounters:
     predictions: int = 0
     ground_truth: int = 0
     late: int = 0
+    future: int = 0
     latency_buckets: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
     latency_sum: float = 0.0
     delay_buckets: tuple[int, ...] = (0,) * (len(DELAY_BUCKETS) + 1)
@@ -113,6 +114,12 @@ class DriftlineCollector(Collector):
         events = CounterMetricFamily(
             "driftline_events_total", "Valid events consumed", labels=["model", "kind"]
         )
+        future = CounterMetricFamily(
+            "driftline_events_future",
+            "Events more than windows.clock_skew ahead of the wall clock (counted in their"
+            " panes, not allowed to move the watermark)",
+            labels=["model"],
+        )
         late = CounterMetricFamily(
             "driftline_events_late_total",
             "Events that arrived after their pane closed (counted, not windowed)",
@@ -128,6 +135,7 @@ class DriftlineCollector(Collector):
             events.add_metric([model, "prediction"], c.predictions)
             events.add_metric([model, "ground_truth"], c.ground_truth)
             late.add_metric([model], c.late)
+            future.add_metric([model], c.future)
             cumulative, buckets = 0, []
             for bound, count in zip(
                 (*LATENCY_BUCKETS, float("inf")), c.latency_buckets, strict=True
@@ -153,6 +161,7 @@ class DriftlineCollector(Collector):
             unjoined.add_metric([model, "outside_window"], c.labels_outside_window)
         yield events
         yield late
+        yield future
         yield latency
         yield delay
         yield unjoined

@@ -45,10 +45,11 @@ from consumers.checkpoints import (
     encode_checkpoint,
 )
 from consumers.decoding import DecodedBatch, GroundTruthBatch, Invalid
+from consumers.exceptions import ConsumersError
 from consumers.pane_records import encode_update
 from consumers.panes_loop import PanesLoop
 from consumers.service import CheckpointInfo, Service
-from consumers.topics import ensure_topics
+from consumers.topics import ensure_topics, topic_partitions
 from monitor.config import KafkaSettings, StateSettings
 from monitor.pane_merge import PaneUpdate
 
@@ -165,9 +166,11 @@ class ConsumerLoop:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        consumer = self._consumer = self._new_consumer()
-        producer = self._producer = self._new_producer()
-        self._ensure_panes_topic(consumer)
+        started = self._start(stop)
+        if started is None:  # stopped before Kafka answered
+            self.stopped.set()
+            return
+        consumer, producer = self._consumer, self._producer = started
         stage2 = threading.Thread(
             target=self.panes.run, args=(stop,), name="driftline-stage2", daemon=True
         )
@@ -240,16 +243,50 @@ class ConsumerLoop:
                     self.store.close()
                 self.stopped.set()
 
-    def _ensure_panes_topic(self, consumer: Any) -> None:
-        """The panes topic, created with as many partitions as the predictions topic (the
-        unit of stage-2 parallelism) when it does not exist."""
-        partitions = consumer.partitions_for_topic(self.kafka.predictions_topic) or {0}
-        try:
-            ensure_topics(
-                self.kafka.bootstrap_servers, [self.kafka.panes_topic], partitions=len(partitions)
+    def prepare_topics(self) -> None:
+        """Create the topics that are missing and log what was found: the predictions
+        topic with ``kafka.partitions``; the ground-truth and panes topics with as many
+        partitions as the predictions topic (co-partitioned); the dead-letter topic with
+        one. Raises ``KafkaError`` or ``ConsumersError`` when Kafka cannot be reached."""
+        k = self.kafka
+        servers = k.bootstrap_servers
+        found = topic_partitions(servers, [k.predictions_topic])
+        n = found.get(k.predictions_topic, k.partitions)
+        created = ensure_topics(servers, [k.predictions_topic], partitions=n)
+        created += ensure_topics(servers, [k.ground_truth_topic, k.panes_topic], partitions=n)
+        created += ensure_topics(servers, [k.dead_letter_topic], partitions=1)
+        counts = topic_partitions(
+            servers, [k.predictions_topic, k.ground_truth_topic, k.dead_letter_topic, k.panes_topic]
+        )
+        log.info("topics", extra={"topics_created": created, "partitions": counts})
+        if counts.get(k.ground_truth_topic, n) != counts.get(k.predictions_topic, n):
+            log.warning(
+                "the ground-truth topic is not co-partitioned with the predictions topic: "
+                "labels only join predictions of the same partition number",
+                extra={"partitions": counts},
             )
-        except Exception as exc:  # the producer creates it on first use where allowed
-            log.warning("panes topic not created", extra={"error": str(exc)})
+
+    def _start(self, stop: threading.Event) -> tuple[Any, Any] | None:
+        """Consumer and producer, once Kafka answers: until then HTTP keeps serving,
+        ``/readyz`` says why, and the attempt is repeated with backoff."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.prepare_topics()
+                return self._new_consumer(), self._new_producer()
+            except (KafkaError, ConsumersError, OSError) as exc:  # "not yet"; a bug raises
+                self.service.kafka_connected = False
+                log.warning(
+                    "Kafka not reachable; retrying",
+                    extra={
+                        "bootstrap_servers": self.kafka.bootstrap_servers,
+                        "error": repr(exc),
+                        "backoff_s": backoff,
+                    },
+                )
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        return None
 
     def _version(self, partition: int) -> int:
         """What the state of ``partition`` reflects: its offsets in both topics, summed
@@ -280,8 +317,9 @@ class ConsumerLoop:
     def _heartbeat(self) -> None:
         """Watermarks (and changed panes) of the partitions held, not waited for."""
         self._last_heartbeat = time.monotonic()
+        now = self.clock()
         for p in sorted({tp.partition for tp in self._positions}):
-            self._publish(self.service.flush(p))
+            self._publish(self.service.flush(p, now))
 
     def _publish_durably(self, partitions: Iterable[int]) -> None:
         """Every changed pane and watermark of ``partitions`` on the panes topic, acked,
@@ -293,8 +331,9 @@ class ConsumerLoop:
             return
         retry, self._retry = self._retry, []
         self._publish(retry)
+        now = self.clock()
         for p in sorted(set(partitions)):
-            self._publish(self.service.flush(p))
+            self._publish(self.service.flush(p, now))
         if self._inflight:
             self._producer.flush(timeout=PUBLISH_TIMEOUT)  # KafkaTimeoutError: still pending
             inflight, self._inflight = self._inflight, []
@@ -492,7 +531,7 @@ class ConsumerLoop:
             times = [r.timestamp / 1000.0 for r in records]
             batch: DecodedBatch | GroundTruthBatch
             if tp.topic == self.kafka.ground_truth_topic:
-                batch = self.service.ground_truth_decoder.decode(values, times)
+                batch = self.service.ground_truth_decoder.decode(values, times, now=self.clock())
             else:
                 batch = self.service.decoder.decode(values, times, now=self.clock())
             decoded.append((tp, batch))

@@ -59,6 +59,8 @@ class PartitionCounters:
     predictions: int = 0
     ground_truth: int = 0
     late: int = 0
+    future: int = 0
+    open_events: int = 0
     latency_buckets: np.ndarray = field(
         default_factory=lambda: np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
     )
@@ -135,7 +137,14 @@ class InputPartitions:
             monitor = self._monitor(slot, spec)
             if monitor is None:
                 continue
-            moved = monitor.ingest(batch)
+            before = monitor.window.watermark
+            moved = monitor.ingest(batch, now)
+            jump = monitor.window.watermark - before
+            if math.isfinite(before) and jump > self._jump_warning(spec):
+                log.warning(
+                    "watermark jumped",
+                    extra={"model": name, "partition": partition, "seconds": round(jump, 3)},
+                )
             joined = slot.join.add_predictions(
                 batch.event_id, batch.event_time, batch.score, batch.label, batch.model_version, now
             )
@@ -161,10 +170,20 @@ class InputPartitions:
             if len(joined) and slot.monitor is not None:
                 slot.monitor.add_joined(joined)
 
-    def flush(self, partition: int) -> list[PaneUpdate]:
+    @staticmethod
+    def _jump_warning(spec: ModelSpec) -> float:
+        """A watermark move worth a warning: more than a window at once."""
+        return spec.windows.size_panes * spec.windows.pane
+
+    def flush(self, partition: int, now: float | None = None) -> list[PaneUpdate]:
         """Every model's changed closed panes and its watermark (a heartbeat when nothing
-        changed), so that stage 2 also learns how far an idle partition is."""
+        changed), so that stage 2 also learns how far an idle partition is. With ``now``,
+        live models' event time first moves on with the clock (see ``ModelMonitor.tick``)."""
         v = self._versions.get(partition, 0)
+        if now is not None:
+            for slot in self._slots.get(partition, {}).values():
+                if slot.monitor is not None:
+                    slot.monitor.tick(now)
         return [
             self._update(partition, name, slot, slot.monitor, v)
             for name, slot in sorted(self._slots.get(partition, {}).items())
@@ -360,6 +379,8 @@ class InputPartitions:
                 if m is None:
                     continue
                 c.late += m.late_total
+                c.future += m.future_total
+                c.open_events += m.open_events
                 c.latency_buckets += m.latency_buckets
                 c.latency_sum += m.latency_sum
                 c.delay_buckets += m.delay_buckets

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 import uuid
@@ -74,6 +75,10 @@ class _GroundTruth(msgspec.Struct, kw_only=True):
     timestamp: str
 
 
+#: epoch seconds of year 5000: anything later is a timestamp in another unit
+MAX_EPOCH_SECONDS = 95_617_584_000.0
+
+
 def format_timestamp(value: float | datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``; naive datetimes are taken as UTC.
 
@@ -81,11 +86,20 @@ def format_timestamp(value: float | datetime) -> str:
     '2026-09-21T14:13:20.123Z'
     >>> format_timestamp(datetime(2026, 11, 27, 19, 0, 0, 123456))
     '2026-11-27T19:00:00.123Z'
+    >>> format_timestamp(1_790_000_000_123)
+    Traceback (most recent call last):
+    ValueError: timestamp 1790000000123 is after year 5000: milliseconds? pass epoch seconds
     """
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC)
         return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond // 1000:03d}Z"
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp {value!r} is not finite")
+    if value > MAX_EPOCH_SECONDS:
+        raise ValueError(
+            f"timestamp {value!r} is after year 5000: milliseconds? pass epoch seconds"
+        )
     seconds, millis = divmod(round(value * 1000), 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 

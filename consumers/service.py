@@ -80,7 +80,7 @@ class Service:
         self.config = config
         self.version = driftline_version()
         w = config.windows
-        self.windows = WindowSpec(w.pane, w.size, w.allowed_lateness)
+        self.windows = WindowSpec(w.pane, w.size, w.allowed_lateness, w.clock_skew)
         self.specs = {ms.name: ModelSpec(ms, self.windows, base_dir) for ms in config.models}
         #: hand stage-1 updates straight to stage 2 (no panes topic in between)
         self.local = local
@@ -94,7 +94,10 @@ class Service:
             extra_features=v.extra_features,
         )
         self.ground_truth_decoder = GroundTruthDecoder(
-            self.specs, max_record_bytes=v.max_record_bytes
+            self.specs,
+            max_record_bytes=v.max_record_bytes,
+            max_future=v.max_future,
+            max_age=v.max_age,
         )
         self.inputs = InputPartitions(self.specs, self._set_schema)
         self.owner = ModelOwner(
@@ -140,10 +143,10 @@ class Service:
         if updates:
             self.apply_panes(LOCAL_UNIT, updates, now)
 
-    def flush(self, partition: int) -> list[PaneUpdate]:
+    def flush(self, partition: int, now: float | None = None) -> list[PaneUpdate]:
         """Changed panes and the watermark of every model of an input partition."""
         with self._lock:
-            return self.inputs.flush(partition)
+            return self.inputs.flush(partition, now)
 
     def partition_state(self, partition: int) -> dict[str, Any]:
         """Everything counted from an input partition, as plain data for a checkpoint."""
@@ -183,6 +186,11 @@ class Service:
 
     def tick(self, now: float) -> list[int]:
         """Advance idle watermarks; return the panes partitions whose alert state changed."""
+        if self.local:  # stage 1's clocks move too (the loop does it with its heartbeats)
+            with self._lock:
+                updates = [u for p in self.inputs.partitions for u in self.inputs.flush(p, now)]
+            if updates:
+                self.apply_panes(LOCAL_UNIT, updates, now)
         with self._lock:
             self.owner.tick(now)
             units = sorted(self.owner.units)
@@ -281,6 +289,7 @@ class Service:
                     unjoined=dict(c.unjoined),
                     labels_outside_window=c.labels_outside_window,
                     late=c.late,
+                    future=c.future,
                     latency_buckets=tuple(c.latency_buckets.tolist()),
                     latency_sum=c.latency_sum,
                 )
@@ -364,6 +373,9 @@ class Service:
                 "evaluated_here": self.owner.unit_of(model) is not None,
                 "events_total": c.predictions,
                 "events_late_total": c.late,
+                "events_future_total": c.future,
+                # counted, waiting for their panes to close (after allowed_lateness)
+                "events_in_open_panes": c.open_events,
                 "window_events": ev.window_events if ev else None,
                 "partitions": self.inputs.partitions,
                 "reference": None,

@@ -11,7 +11,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from consumers.exceptions import ConsumersError
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "topic_partitions"]
 
 
 def ensure_topics(
@@ -20,8 +20,9 @@ def ensure_topics(
     partitions: int = 1,
     timeout: float = 30.0,
     config: dict[str, str] | None = None,
-) -> None:
-    """Create each topic that is missing (one replica); existing topics are left alone."""
+) -> list[str]:
+    """Create each topic that is missing (one replica); existing topics are left alone.
+    Returns the names created."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -37,5 +38,24 @@ def ensure_topics(
         for name in wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config or {})])
+        return wanted
+    finally:
+        admin.close()
+
+
+def topic_partitions(bootstrap_servers: str, names: Iterable[str]) -> dict[str, int]:
+    """Partition counts of the topics among ``names`` that exist (raises ``KafkaError``)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    try:
+        wanted = [n for n in dict.fromkeys(names) if n in set(admin.list_topics())]
+        if not wanted:
+            return {}
+        described = admin.describe_topics(wanted)
+        # the key is "name" in newer DescribeTopics versions, "topic" in older ones
+        return {
+            d.get("name") or d["topic"]: len(d["partitions"])
+            for d in described
+            if not d.get("error_code")
+        }
     finally:
         admin.close()

@@ -118,6 +118,9 @@ class KafkaSettings(_Settings):
     dead_letter_topic: str = "driftline.dead-letter"
     #: stage 1 publishes closed panes here, keyed by model; stage 2 merges them
     panes_topic: str = "driftline.panes"
+    #: partitions of the predictions topic when `driftline run` creates it (the
+    #: ground-truth and panes topics get as many as the predictions topic has)
+    partitions: int = Field(6, ge=1, le=10_000)
     #: passed to the Kafka client as is
     consumer: dict[str, Any] = Field(default_factory=dict)
     producer: dict[str, Any] = Field(default_factory=dict)
@@ -163,6 +166,9 @@ class WindowSettings(_Settings):
     #: a source partition with no event of a model for this long (wall clock) no longer
     #: holds that model's merged watermark back
     idle_timeout: PositiveDuration = 300.0
+    #: event times further ahead of the wall clock than this do not move the watermark
+    #: (a producer with a fast clock cannot make on-time events late); they are counted
+    clock_skew: Duration = 60.0
 
     @model_validator(mode="after")
     def _size_is_whole_panes(self) -> Self:

@@ -34,16 +34,24 @@ DELAY_BUCKETS += (21600.0, 43200.0, 86400.0, 172800.0, 604800.0)
 _FINE_METHODS = frozenset({"wasserstein", "ks"})
 
 
-class WindowSpec:
-    """Pane length, window length in panes and allowed lateness, in seconds."""
+#: recent event times a monitor keeps to find where event time really is
+RECENT_TIMES = 256
 
-    def __init__(self, pane: float, size: float, allowed_lateness: float) -> None:
+
+class WindowSpec:
+    """Pane length, window length in panes and allowed lateness, in seconds; how far
+    ahead of the wall clock an event time may drive the watermark (``clock_skew``)."""
+
+    def __init__(
+        self, pane: float, size: float, allowed_lateness: float, clock_skew: float = 60.0
+    ) -> None:
         panes = size / pane
         if pane <= 0 or panes < 1 or abs(panes - round(panes)) > 1e-9:
             raise ValueError("window size must be a positive whole multiple of the pane")
         self.pane = pane
         self.size_panes = round(panes)
         self.allowed_lateness = allowed_lateness
+        self.clock_skew = clock_skew
 
 
 class ModelMonitor:
@@ -80,6 +88,12 @@ class ModelMonitor:
         self.events_total = 0
         self.late_total = 0
         self.max_event_time = -math.inf
+        self.clock_skew = windows.clock_skew
+        #: events more than ``clock_skew`` ahead of the wall clock when they arrived
+        self.future_total = 0
+        self._recent = np.empty(0, dtype=np.float64)
+        #: wall-clock time of the last batch (event time moves on with it when idle)
+        self.last_arrival: float | None = None
         self.latency_buckets = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
         self.latency_sum = 0.0
         #: closed panes changed by late labels, not yet taken by :meth:`take_closed`
@@ -102,6 +116,7 @@ class ModelMonitor:
         return {
             "events_total": self.events_total,
             "late_total": self.late_total,
+            "future_total": self.future_total,
             "max_event_time": self.max_event_time,
             "latency_buckets": self.latency_buckets.copy(),
             "latency_sum": self.latency_sum,
@@ -121,6 +136,7 @@ class ModelMonitor:
             self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size, extra))
         self.events_total = int(data["events_total"])
         self.late_total = int(data["late_total"])
+        self.future_total = int(data.get("future_total", 0))
         self.max_event_time = float(data["max_event_time"])
         self.latency_buckets = np.asarray(data["latency_buckets"], dtype=np.int64).copy()
         self.latency_sum = float(data["latency_sum"])
@@ -131,8 +147,14 @@ class ModelMonitor:
             self.delay_buckets = np.asarray(buckets, dtype=np.int64).copy()
         self.delay_sum = float(data.get("delay_sum", 0.0))
 
-    def ingest(self, batch: EventBatch) -> bool:
-        """Count a batch into its panes; return True when the live window moved."""
+    def ingest(self, batch: EventBatch, now: float | None = None) -> bool:
+        """Count a batch into its panes; return True when the live window moved.
+
+        With the wall clock ``now``, the watermark is driven by where event time really
+        is: a few events far ahead of the rest (the top 1% of the recent ones, at least
+        one) do not move it, nor does anything beyond ``now + clock_skew``; such events are
+        still counted in their panes, and those ahead of the clock in ``future_total``.
+        """
         n = len(batch)
         if n == 0:
             return False
@@ -155,8 +177,40 @@ class ModelMonitor:
                     extra[self._perf_size :] = self.expected.accumulate(batch.score[local == j])
                 pane = self.window.pane(index)
                 pane += PaneCounts(int(events[j]), counts[j], sums[j], extra)
-            self.max_event_time = max(self.max_event_time, float(batch.event_time.max()))
+            self.max_event_time = max(self.max_event_time, self._event_time(batch, now))
+        if now is not None:
+            self.last_arrival = now
         return self.advance(self.max_event_time)
+
+    def _event_time(self, batch: EventBatch, now: float | None) -> float:
+        """How far event time has got, robust to a few events from a fast clock."""
+        t = batch.event_time
+        if now is None:
+            return float(t.max())
+        self.future_total += int((t > now + self.clock_skew).sum())
+        recent = np.concatenate([self._recent, t[-RECENT_TIMES:]])[-RECENT_TIMES:]
+        self._recent = recent
+        k = 1 if recent.size == 1 else 2 + recent.size // 100
+        robust = float(np.partition(recent, recent.size - k)[recent.size - k])
+        return min(robust, now + self.clock_skew)
+
+    def tick(self, now: float) -> bool:
+        """Event time moves on with the wall clock while no event arrives, so a model
+        whose live traffic stopped still closes its panes (after ``allowed_lateness``)."""
+        if self.last_arrival is None or now <= self.last_arrival:
+            return False
+        # only for live traffic (event time near the clock at arrival): a backlog being
+        # replayed must not turn its own next events late during a pause
+        behind = self.last_arrival - self.max_event_time
+        if behind > self.window.allowed_lateness + self.window.pane_seconds:
+            return False
+        idle = self.max_event_time + (now - self.last_arrival)
+        return self.advance(min(idle, now + self.clock_skew))
+
+    @property
+    def open_events(self) -> int:
+        """Events waiting in panes that have not closed yet."""
+        return sum(p.events for p in self.window.open.values())
 
     def add_joined(self, joined: Joined) -> int:
         """Count labels joined to predictions in their predictions' panes.

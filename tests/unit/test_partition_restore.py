@@ -55,7 +55,7 @@ def filled(tmp_path: Path) -> tuple[Path, dict]:
     ref.write_text("x\n" + "\n".join(str(v) for v in rng.normal(size=2000)) + "\n")
     service = Service(config(ref))
     for p in range(2):
-        service.handle(batch(rng, 1000, 0.0), now=1.0, partition=p)
+        service.handle(batch(rng, 1000, 0.0), now=200.0, partition=p)
     return ref, {p: service.partition_state(p) for p in range(2)}
 
 
@@ -64,7 +64,7 @@ def test_a_round_trip_restores_everything(filled):
     fresh = Service(config(ref))
     for p, state in states.items():
         fresh.restore_partition(
-            p, decode_checkpoint(encode_checkpoint({"state": state}))["state"], 2.0
+            p, decode_checkpoint(encode_checkpoint({"state": state}))["state"], 201.0
         )
     assert fresh.snapshot().counters["m"].predictions == 2000
     ev = fresh.evaluation("m")
@@ -76,14 +76,14 @@ def test_another_binning_keeps_the_counters_and_restarts_the_windows(filled):
     ref, states = filled
     other = Service(config(ref, quantiles=20))
     for p in range(2):
-        assert other.restore_partition(p, states[p], 2.0) == ["m"]
+        assert other.restore_partition(p, states[p], 201.0) == ["m"]
     # counted once, whatever the bins: the counters come back
     assert other.snapshot().counters["m"].predictions == 2000
     # the old panes do not fit the new bins: no window until new panes close
     assert other.evaluation("m") is None
     rng = np.random.default_rng(9)
     for p in range(2):
-        other.handle(batch(rng, 500, 300.0), now=3.0, partition=p)
+        other.handle(batch(rng, 500, 300.0), now=500.0, partition=p)
     ev = other.evaluation("m")
     assert ev is not None
     assert ev.window_start is not None
@@ -91,19 +91,19 @@ def test_another_binning_keeps_the_counters_and_restarts_the_windows(filled):
 
 
 def test_a_replaced_reference_file_restarts_the_windows(filled, tmp_path):
-    _ref, states = filled
+    _, states = filled
     moved = tmp_path / "moved.csv"
     rng = np.random.default_rng(1)
     moved.write_text("x\n" + "\n".join(str(v) for v in rng.normal(3, 1, size=2000)) + "\n")
     fresh = Service(config(moved))
-    assert fresh.restore_partition(0, states[0], 2.0) == ["m"]
+    assert fresh.restore_partition(0, states[0], 201.0) == ["m"]
     assert fresh.snapshot().counters["m"].predictions == 1000
 
 
 def test_configured_label_capacity_wins_over_the_snapshot(filled):
     ref, states = filled
     smaller = Service(config(ref, capacity=10))
-    smaller.restore_partition(0, states[0], 2.0)
+    smaller.restore_partition(0, states[0], 201.0)
     (join,) = smaller.inputs.joins("m")
     assert join.capacity == 10
     assert join.pending_predictions == 10
@@ -124,9 +124,9 @@ def test_corrupt_state_is_one_error_type(filled):
     models["m"] = {**models["m"], "monitor": monitor}
     broken["models"] = models
     with pytest.raises(RestoreError):
-        fresh.restore_partition(0, broken, 2.0)
+        fresh.restore_partition(0, broken, 201.0)
     with pytest.raises(RestoreError):
-        fresh.restore_partition(0, {"models": {"m": {"join": None}}}, 2.0)
+        fresh.restore_partition(0, {"models": {"m": {"join": None}}}, 201.0)
     with pytest.raises(RestoreError):
         decode_checkpoint(b"\x00not a checkpoint")
     assert fresh.inputs.partitions == []

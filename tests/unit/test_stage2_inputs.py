@@ -61,13 +61,13 @@ def ref(tmp_path: Path) -> Path:
 
 
 def test_a_catch_up_publishes_the_panes_that_closed_and_expired_in_one_batch(ref):
-    """Partition 1 is at 100 s; partition 0 catches up 0-1000 s in one batch. The merged
+    """Partition 1 is at 105 s; partition 0 catches up 0-1000 s in one batch. The merged
     window is (40, 100]: partition 0's panes 4-9 must reach stage 2 although they left
     its own window in the same move."""
     rng = np.random.default_rng(1)
     service = Service(config(ref))
-    service.handle(events(np.arange(0, 101), rng), 1.0, partition=1)
-    service.handle(events(np.arange(0, 1001), rng), 1.0, partition=0)
+    service.handle(events(np.arange(0, 106), rng), 1000.0, partition=1)
+    service.handle(events(np.arange(0, 1001), rng), 1000.0, partition=0)
     ev = service.evaluation("m")
     assert ev is not None
     assert (ev.window_start, ev.window_end) == (40.0, 100.0)
@@ -105,21 +105,21 @@ def test_stream_references_of_one_version_from_two_instances_keep_the_first(ref)
     rng = np.random.default_rng(3)
     cfg = config(ref, reference={"from_stream": {"events": 300}})
     a, b, owner = Service(cfg), Service(cfg), Service(cfg)
-    a.handle(events(np.arange(0, 150, 0.25), rng, "v1"), 1.0, partition=0)
-    b.handle(events(np.arange(0, 150, 0.25), rng, "v1"), 1.0, partition=1)
-    ups_a = a.handle(events(np.arange(150, 300, 0.5), rng, "v1"), 2.0, partition=0)
-    ups_b = b.handle(events(np.arange(150, 300, 0.5), rng, "v1"), 2.0, partition=1)
+    a.handle(events(np.arange(0, 150, 0.25), rng, "v1"), 150.0, partition=0)
+    b.handle(events(np.arange(0, 150, 0.25), rng, "v1"), 150.0, partition=1)
+    ups_a = a.handle(events(np.arange(150, 300, 0.5), rng, "v1"), 300.0, partition=0)
+    ups_b = b.handle(events(np.arange(150, 300, 0.5), rng, "v1"), 300.0, partition=1)
     assert ups_a[0].fingerprint != ups_b[0].fingerprint
-    owner.apply_panes(0, ups_a, 3.0)
-    owner.apply_panes(0, ups_b, 3.0)
+    owner.apply_panes(0, ups_a, 300.0)
+    owner.apply_panes(0, ups_b, 300.0)
     assert owner.owner.rejected["other_reference"] == len(ups_b)
     merged = owner.owner.units[0].models["m"]
     assert merged.fingerprint == ups_a[0].fingerprint
     assert sorted(merged.merge.sources) == [0]
     # a new model version's reference replaces it
-    a.handle(events(np.arange(300, 375, 0.25), rng, "v2"), 4.0, partition=0)
-    ups_v2 = a.handle(events(np.arange(375, 500, 0.5), rng, "v2"), 4.0, partition=0)
-    owner.apply_panes(0, ups_v2, 5.0)
+    a.handle(events(np.arange(300, 375, 0.25), rng, "v2"), 375.0, partition=0)
+    ups_v2 = a.handle(events(np.arange(375, 500, 0.5), rng, "v2"), 500.0, partition=0)
+    owner.apply_panes(0, ups_v2, 500.0)
     assert owner.owner.units[0].models["m"].fingerprint == ups_v2[-1].fingerprint
 
 

@@ -82,7 +82,7 @@ def test_service_builds_the_reference_from_the_stream_and_checkpoints_it():
     values = [event(i, "v1", float(rng.normal())) for i in range(1000)]
     decoded = service.decoder.decode(values, [0.0] * len(values))
     assert decoded.invalid == []
-    service.handle(decoded, now=5.0)
+    service.handle(decoded, now=1100.0)
     assert service.readiness() == (True, [])
     counters = service.snapshot().counters["m"]
     assert counters.predictions == 1000  # the 400 taken for the reference count as consumed
