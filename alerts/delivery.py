@@ -9,6 +9,11 @@ in seconds or as an HTTP date is waited at least); any other 4xx fails at once; 
 disables the destination until the next start. Each attempt's outcome is counted per
 destination for ``driftline_webhook_deliveries_total``: success, retry, failed, dropped
 (abandoned unsent: unknown or disabled destination, too old, outbox full) or disabled.
+
+An outbox that cannot be written (a full disk, a store that is down) is an operational
+error, not a reason to stop: the notification is delivered from memory all the same, the
+write is retried with backoff until it succeeds or the notification is delivered, and
+each failed write is logged and counted (``driftline_outbox_write_errors_total``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import random
 import threading
 import time
@@ -31,6 +35,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from alerts.destinations import Destination
+from alerts.exceptions import OutboxError
 from alerts.outbox import Notification, Outbox
 
 __all__ = ["Dispatcher", "backoff_delay", "retry_after_seconds"]
@@ -88,7 +93,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        outbox: Outbox | str | os.PathLike[str],
+        outbox: Outbox,
         destinations: Iterable[Destination],
         *,
         clock: Callable[[], float] = time.time,
@@ -101,7 +106,10 @@ class Dispatcher:
         max_pending: int = 10_000,
         start: bool = True,
     ) -> None:
-        self._outbox = outbox if isinstance(outbox, Outbox) else Outbox(outbox)
+        self._outbox = outbox
+        #: notifications the outbox refused: id -> (failed writes, when to try again)
+        self._unsaved: dict[str, tuple[int, float]] = {}
+        self._write_errors = 0
         self._destinations = {d.name: d for d in destinations}
         self._clock, self._rand = clock, rand
         self._backoff = (backoff_base, backoff_max)
@@ -116,15 +124,28 @@ class Dispatcher:
         self._retraining: Counter[tuple[str, str]] = Counter()
         self._stopping = False
         self._client = httpx.Client(follow_redirects=False)
-        now = clock()
-        for n in self._outbox.pending():
-            self._schedule(_Pending(n, now))
+        #: the outbox of an earlier run is read by the thread (retried while the store
+        #: is unreachable), or here when no thread runs
+        self._loaded = False
+        if not start:
+            self._load()
         self._thread: threading.Thread | None = None
         if start:
             self._thread = threading.Thread(
                 target=self._run, name="driftline-webhooks", daemon=True
             )
             self._thread.start()
+
+    def _load(self) -> None:
+        """Schedule what the outbox holds from an earlier run (raises OutboxError)."""
+        pending = self._outbox.load()
+        with self._cond:
+            now = self._clock()
+            for n in pending:
+                if n.id not in self._items:
+                    self._schedule(_Pending(n, now))
+            self._loaded = True
+            self._cond.notify_all()
 
     def _schedule(self, item: _Pending) -> None:
         self._items[item.notification.id] = item
@@ -142,17 +163,53 @@ class Dispatcher:
                 )
                 self._deliveries[notification.sink, "dropped"] += 1
                 return False
-            self._outbox.put(notification)
+            self._save(notification, 0)
             if not self._stopping:
                 self._schedule(_Pending(notification, self._clock()))
                 self._cond.notify_all()
             return True
+
+    def _save(self, notification: Notification, failures: int) -> None:
+        """Write ``notification`` to the outbox; on failure keep it in memory and schedule
+        another write (call with the lock held)."""
+        try:
+            self._outbox.put(notification)
+        except OutboxError as exc:
+            self._write_errors += 1
+            failures += 1
+            delay = backoff_delay(failures, *self._backoff, lambda: 1.0)
+            self._unsaved[notification.id] = (failures, self._clock() + delay)
+            log.error(
+                "%s; delivering it from memory, write retried in %.0fs (attempt %d)",
+                exc,
+                delay,
+                failures,
+            )
+        else:
+            self._unsaved.pop(notification.id, None)
+
+    def _retry_writes(self) -> None:
+        """Retry the outbox writes that are due (call with the lock held)."""
+        now = self._clock()
+        for nid, (failures, due) in list(self._unsaved.items()):
+            item = self._items.get(nid)
+            if item is None:
+                del self._unsaved[nid]  # delivered or abandoned meanwhile
+            elif due <= now:
+                self._save(item.notification, failures)
 
     def _next_wait(self) -> float | None:
         """Seconds until the next notification is due (<= 0: now); call with the lock held."""
         while self._heap and self._heap[0][2] not in self._items:
             heapq.heappop(self._heap)  # delivered or abandoned meanwhile
         return self._heap[0][0] - self._clock() if self._heap else None
+
+    def _wake_in(self) -> float | None:
+        """Seconds until a delivery or an outbox write is due (call with the lock held)."""
+        due = [w] if (w := self._next_wait()) is not None else []
+        now = self._clock()
+        due += [d - now for _, d in self._unsaved.values()]
+        return min(due) if due else None
 
     def pump(self) -> float | None:
         """Attempt every notification due now; seconds until the next one is due after that,
@@ -161,9 +218,11 @@ class Dispatcher:
             with self._cond:
                 if self._stopping and self._thread is not None:
                     return None
+                if self._unsaved:
+                    self._retry_writes()
                 wait = self._next_wait()
                 if wait is None or wait > 0:
-                    return wait
+                    return self._wake_in()
                 _, _, nid = heapq.heappop(self._heap)
                 item = self._items[nid]
                 now = self._clock()
@@ -241,9 +300,22 @@ class Dispatcher:
             self._retraining[n.model, n.target or ""] += 1
         self._deliveries[n.sink, outcome] += 1
         del self._items[n.id]
+        self._unsaved.pop(n.id, None)
         self._outbox.remove(n.id)
 
     def _run(self) -> None:
+        failures = 0
+        while not self._loaded:
+            try:
+                self._load()
+            except OutboxError as exc:
+                failures += 1
+                delay = backoff_delay(failures, *self._backoff, lambda: 1.0)
+                log.error("%s; retried in %.0fs", exc, delay)
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(timeout=delay)
         while True:
             failed = False
             try:
@@ -253,7 +325,7 @@ class Dispatcher:
                 failed = True
             with self._cond:
                 # decided under the lock, so a submit cannot slip in unnoticed
-                wait = 1.0 if failed else self._next_wait()
+                wait = 1.0 if failed else self._wake_in()
                 if self._stopping:
                     return
                 if wait is None or wait > 0:
@@ -263,7 +335,7 @@ class Dispatcher:
         """Block until nothing is pending (or ``timeout`` seconds); whether it emptied."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._items:
+            while self._items or not self._loaded:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -283,6 +355,11 @@ class Dispatcher:
         with self._cond:
             return dict(self._deliveries)
 
+    def write_errors(self) -> int:
+        """Outbox writes that failed (``driftline_outbox_write_errors_total``)."""
+        with self._cond:
+            return self._write_errors
+
     def retraining_counts(self) -> dict[tuple[str, str], int]:
         """Retraining requests delivered per (model, target), for
         ``driftline_retraining_requests_total``."""
@@ -294,6 +371,12 @@ class Dispatcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            if self._unsaved:
+                log.error(
+                    "%d notifications never reached the outbox and are not delivered yet: "
+                    "they are lost at this stop",
+                    len(self._unsaved),
+                )
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -1,34 +1,40 @@
-"""A durable outbox: notifications accepted are on disk before ``put`` returns.
+"""A durable outbox: notifications accepted are stored before ``put`` returns.
 
-One JSON file per notification, written to a temporary name, fsynced, renamed into place
-and the directory fsynced, so a crash leaves either the whole notification or nothing.
-Delivered (or abandoned) notifications are removed. A crash between a delivery and its
-removal sends it again after the restart with the same id, which is how receivers tell a
-duplicate (Standard Webhooks' ``webhook-id``).
+The outbox keeps one record per notification in a :class:`BlobStore` under a key prefix:
+the service's configured state store (a directory or the compacted Kafka topic), so that
+notifications live wherever the checkpoints do. The store writes each record whole or
+not at all. Delivered (or abandoned) notifications are deleted. A crash between a
+delivery and its deletion sends it again after the restart with the same id, which is
+how receivers tell a duplicate (Standard Webhooks' ``webhook-id``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alerts.exceptions import OutboxError
 from alerts.payloads import HttpRequest
 
-__all__ = ["Notification", "Outbox", "new_notification_id"]
+__all__ = ["BlobStore", "Notification", "Outbox", "new_notification_id"]
 
 log = logging.getLogger("driftline.alerts.outbox")
 
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_SUFFIX = ".json"
+
+
+class BlobStore(Protocol):
+    """Durable bytes by key (the checkpoint stores are ones)."""
+
+    def save(self, key: str, blob: bytes) -> None: ...
+    def load(self, key: str) -> bytes | None: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self, prefix: str) -> list[str]: ...
 
 
 def new_notification_id() -> str:
@@ -78,26 +84,33 @@ class Notification:
 
 
 class Outbox:
-    """The notifications of a directory not yet delivered. Not thread-safe: one owner."""
+    """The notifications not yet delivered, kept in ``store`` under ``prefix``. Not
+    thread-safe: one owner. A record that cannot be read back is logged and skipped."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for leftover in self.directory.glob(".*.tmp"):  # a write cut by a crash
-                leftover.unlink()
-        except OSError as e:
-            raise OutboxError(f"outbox {self.directory}: {e}") from e
+    def __init__(self, store: BlobStore, prefix: str = "alerts/outbox") -> None:
+        self.store = store
+        self.prefix = prefix.rstrip("/")
         self._pending: dict[str, Notification] = {}
-        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+
+    def load(self) -> list[Notification]:
+        """Read back what an earlier run left (oldest first); raises :class:`OutboxError`
+        when the store cannot be read. A record that cannot be decoded is logged and
+        skipped, never stopping the others."""
+        try:
+            keys = self.store.keys(self.prefix + "/")
+        except Exception as e:  # the store's own error types, as one for the caller
+            raise OutboxError(f"outbox {self.prefix}: cannot list: {e}") from e
+        for key in keys:
             try:
-                n = Notification.from_dict(json.loads(path.read_text("utf-8")))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                log.error("outbox file %s unreadable (%s): set aside as .corrupt", path, e)
-                with contextlib.suppress(OSError):
-                    path.rename(path.with_suffix(".corrupt"))
+                blob = self.store.load(key)
+                if blob is None:
+                    continue
+                n = Notification.from_dict(json.loads(blob))
+            except Exception as e:
+                log.error("outbox record %s unreadable (%s): skipped", key, e)
                 continue
-            self._pending[n.id] = n
+            self._pending.setdefault(n.id, n)
+        return self.pending()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -105,29 +118,23 @@ class Outbox:
     def __contains__(self, notification_id: object) -> bool:
         return notification_id in self._pending
 
+    def _key(self, notification_id: str) -> str:
+        return f"{self.prefix}/{notification_id}"
+
     def pending(self) -> list[Notification]:
         """Notifications not yet removed, oldest first."""
         return sorted(self._pending.values(), key=lambda n: (n.created_at, n.id))
 
     def put(self, notification: Notification) -> bool:
-        """Persist ``notification`` durably; ``False`` (and nothing written) when one with the
-        same id is already pending."""
+        """Store ``notification`` durably; ``False`` (and nothing written) when one with the
+        same id is already pending. Raises :class:`OutboxError` when the store fails."""
         if notification.id in self._pending:
             return False
-        path = self.directory / (notification.id + _SUFFIX)
-        tmp = self.directory / f".{notification.id}.tmp"
         data = json.dumps(notification.to_dict(), ensure_ascii=False).encode()
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            self._sync_directory()
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise OutboxError(f"outbox {self.directory}: cannot write {path.name}: {e}") from e
+            self.store.save(self._key(notification.id), data)
+        except Exception as e:
+            raise OutboxError(f"outbox {self.prefix}: cannot write {notification.id}: {e}") from e
         self._pending[notification.id] = notification
         return True
 
@@ -136,14 +143,6 @@ class Outbox:
         if self._pending.pop(notification_id, None) is None:
             return
         try:
-            (self.directory / (notification_id + _SUFFIX)).unlink(missing_ok=True)
-            self._sync_directory()
-        except OSError as e:  # it would be sent once more after a restart, with its id
-            log.error("outbox %s: cannot remove %s: %s", self.directory, notification_id, e)
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.store.delete(self._key(notification_id))
+        except Exception as e:  # it would be sent once more after a restart, with its id
+            log.error("outbox %s: cannot remove %s: %s", self.prefix, notification_id, e)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from alerts import (
@@ -21,6 +20,7 @@ from alerts import (
     Destination,
     Dispatcher,
     Notification,
+    Outbox,
     RetrainingPolicy,
     RuleEngine,
     Sample,
@@ -30,6 +30,7 @@ from alerts import (
     retraining_request,
     sink_request,
 )
+from alerts.outbox import BlobStore
 from monitor.config import DriftlineConfig
 
 __all__ = ["AlertUnit", "Alerting"]
@@ -76,7 +77,7 @@ class Alerting:
     def __init__(
         self,
         config: DriftlineConfig,
-        state_dir: str | Path,
+        store: BlobStore,
         now: float,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
@@ -88,7 +89,8 @@ class Alerting:
             r.model: environ.get(r.target.token_env) if r.target.token_env else None
             for r in config.retraining
         }
-        self.dispatcher = Dispatcher(Path(state_dir) / "outbox", destinations)
+        # the outbox lives in the configured state store, next to the alert state
+        self.dispatcher = Dispatcher(Outbox(store), destinations)
 
     @staticmethod
     def wanted(config: DriftlineConfig) -> bool:

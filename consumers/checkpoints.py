@@ -14,6 +14,7 @@ pods), where a checkpoint is written in chunks followed by a manifest record.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -111,6 +112,11 @@ class CheckpointStore(Protocol):
         """Every checkpoint kept for ``key``, newest first (for falling back past a bad one)."""
         ...
 
+    def delete(self, key: str) -> None: ...
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` that hold something (the alert outbox lists its own)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -173,6 +179,28 @@ class DirectoryStore:
                 out.append(b"")  # unreadable: decoding refuses it, the next one is tried
         return out
 
+    def delete(self, key: str) -> None:
+        """Remove every checkpoint of ``key`` (no error when there is none)."""
+        d = self._dir(key)
+        try:
+            for path in self._files(key):
+                path.unlink(missing_ok=True)
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        except OSError as exc:
+            raise CheckpointError(f"cannot delete checkpoint under {d}: {exc}") from exc
+
+    def keys(self, prefix: str) -> list[str]:
+        """Keys under the folder ``prefix`` (ending in ``/``) that hold a checkpoint."""
+        base = self._dir(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        return sorted(
+            f"{prefix}{d.name}"
+            for d in base.iterdir()
+            if d.is_dir() and any(d.glob("checkpoint-*.bin"))
+        )
+
     def close(self) -> None:
         pass
 
@@ -192,14 +220,32 @@ class KafkaTopicStore:
         self.topic = topic
         self.chunk_bytes = chunk_bytes
         self._client = dict(client_config or {})
-        # compaction keeps the newest record per key: the latest manifest and its chunks
-        ensure_topics(bootstrap_servers, [topic], config={"cleanup.policy": "compact"})
-        self._producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            max_request_size=4 * chunk_bytes,
-            **self._client,
-        )
+        #: chunks written per key by this process (their tombstones on delete)
+        self._chunks: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._producer_: Any = None
+
+    @property
+    def _producer(self) -> Any:
+        """Connected on first use, so that a broker down at start is retried by the
+        caller instead of stopping the service."""
+        with self._lock:
+            if self._producer_ is None:
+                # compaction keeps the newest record per key: the latest manifest and chunks
+                ensure_topics(
+                    ",".join(self.bootstrap),
+                    [self.topic],
+                    config={"cleanup.policy": "compact"},
+                    client=self._client,
+                    timeout=5.0,
+                )
+                self._producer_ = KafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    max_request_size=4 * self.chunk_bytes,
+                    **self._client,
+                )
+            return self._producer_
 
     def save(self, key: str, blob: bytes) -> None:
         snapshot_id = uuid.uuid4().hex
@@ -221,6 +267,26 @@ class KafkaTopicStore:
             self._producer.send(self.topic, key=key.encode(), value=manifest).get(timeout=30)
         except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
             raise CheckpointError(f"cannot write checkpoint to topic {self.topic}: {exc}") from exc
+        self._chunks[key] = len(futures)
+
+    def delete(self, key: str) -> None:
+        """Tombstones for ``key`` and its chunks: compaction then removes them."""
+        chunks = self._chunks.pop(key, 1)
+        names = [key, *(f"{key}#{i}" for i in range(chunks))]
+        try:
+            futures = [self._producer.send(self.topic, key=k.encode(), value=None) for k in names]
+            self._producer.flush(timeout=30)
+            for f in futures:
+                f.get(timeout=30)
+        except Exception as exc:
+            raise CheckpointError(f"cannot delete {key} from topic {self.topic}: {exc}") from exc
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(
+            k.decode()
+            for k in self._read_all()
+            if b"#" not in k and k.decode("utf-8", "replace").startswith(prefix)
+        )
 
     def load(self, key: str) -> bytes | None:
         latest = self._read_all()
@@ -243,6 +309,14 @@ class KafkaTopicStore:
 
     def _read_all(self) -> dict[bytes, tuple[bytes, bytes]]:
         """The newest (snapshot header, value) per record key, read from start to end."""
+        try:
+            return self._read_topic()
+        except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
+            raise CheckpointError(
+                f"cannot read checkpoints from topic {self.topic}: {exc}"
+            ) from exc
+
+    def _read_topic(self) -> dict[bytes, tuple[bytes, bytes]]:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -259,6 +333,9 @@ class KafkaTopicStore:
             while any(consumer.position(tp) < end[tp] for tp in tps):
                 for records in consumer.poll(timeout_ms=1000).values():
                     for r in records:
+                        if r.value is None:  # a tombstone: deleted
+                            latest.pop(r.key, None)
+                            continue
                         header = dict(r.headers or []).get("snapshot", b"")
                         latest[r.key] = (header, r.value)
             return latest
@@ -266,4 +343,5 @@ class KafkaTopicStore:
             consumer.close()
 
     def close(self) -> None:
-        self._producer.close(timeout=10)
+        if self._producer_ is not None:
+            self._producer_.close(timeout=10)

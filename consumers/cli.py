@@ -145,11 +145,13 @@ def _run(config_path: str) -> int:
 
     config = load_config(config_path)
     service = Service(config, base_dir=Path(config_path).resolve().parent)
-    service.enable_alerting(Path(config.state.dir or "./state") / "alerts", time.time())
     secrets = {}
     password = resolve_secret(config.kafka.sasl_password_env, os.environ)
     if password is not None:
         secrets["sasl_plain_password"] = password
+    # checkpoints, alert state and the alert outbox all live in the configured store
+    store = open_store(config.state, config.kafka, secrets)
+    service.enable_alerting(store, time.time())
     http = HttpServer(config.http.host, config.http.port, service.registry, service)
     http.start()
     log.info("serving HTTP", extra={"host": config.http.host, "port": http.port})
@@ -165,7 +167,7 @@ def _run(config_path: str) -> int:
         loop = ConsumerLoop(
             service,
             config.kafka,
-            store=open_store(config.state, config.kafka),
+            store=store,
             checkpoint_interval=config.state.checkpoint_interval,
             secrets=secrets,
         )

@@ -176,7 +176,7 @@ def run_demo(
             bootstrap_servers, [k.predictions_topic, k.ground_truth_topic, k.dead_letter_topic]
         )
         service = Service(config)
-        service.enable_alerting(workdir / "alerts", time.time())
+        service.enable_alerting(workdir, time.time())
         http = HttpServer(config.http.host, config.http.port, service.registry, service)
         http.start()
         stack.callback(http.stop)

@@ -52,6 +52,7 @@ class StateSnapshot:
     checkpoint: Any = None  # consumers.service.CheckpointInfo
     alerts_firing: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     deliveries: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    outbox_write_errors: int = 0
     retraining: Mapping[tuple[str, str], int] = field(default_factory=dict)
     #: checkpoint restores by outcome
     restores: Mapping[str, int] = field(default_factory=dict)
@@ -207,7 +208,13 @@ class DriftlineCollector(Collector):
         )
         for (model, target), n in sorted(s.retraining.items()):
             retraining.add_metric([model, target], n)
-        yield from (firing, deliveries, retraining)
+        outbox = CounterMetricFamily(
+            "driftline_outbox_write_errors",
+            "Alert outbox writes that failed (the notification is delivered from memory and"
+            " the write retried)",
+        )
+        outbox.add_metric([], s.outbox_write_errors)
+        yield from (firing, deliveries, retraining, outbox)
 
 
 def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:

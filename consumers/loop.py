@@ -23,6 +23,7 @@ Failure policy, per kind of failure:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -53,7 +54,13 @@ from consumers.topics import ensure_topics, topic_partitions
 from monitor.config import KafkaSettings, StateSettings
 from monitor.pane_merge import PaneUpdate
 
-__all__ = ["HEADER_PREFIX", "ConsumerLoop", "dead_letter_headers", "open_store"]
+__all__ = [
+    "HEADER_PREFIX",
+    "ConsumerLoop",
+    "dead_letter_headers",
+    "open_store",
+    "security_config",
+]
 
 log = logging.getLogger("driftline.consumer")
 
@@ -78,9 +85,32 @@ def dead_letter_headers(
     ]
 
 
-def open_store(state: StateSettings, kafka: KafkaSettings) -> CheckpointStore:
+#: client settings that say how to reach the cluster, not how to consume or produce
+_SECURITY_PREFIXES = ("security_protocol", "sasl_", "ssl_")
+
+
+def security_config(
+    kafka: KafkaSettings, secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The security settings of ``kafka.consumer`` (protocol, SASL, TLS) and the SASL
+    password, for every other client driftline opens: admin, checkpoint topic, outbox."""
+    out = {k: v for k, v in kafka.consumer.items() if k.startswith(_SECURITY_PREFIXES)}
+    password = (secrets or {}).get("sasl_plain_password")
+    if password is not None:
+        out["sasl_plain_password"] = password
+    return out
+
+
+def open_store(
+    state: StateSettings, kafka: KafkaSettings, secrets: Mapping[str, str] | None = None
+) -> CheckpointStore:
+    """The configured state store: checkpoints, alert state and the alert outbox."""
     if state.kafka_topic is not None:
-        return KafkaTopicStore(kafka.bootstrap_servers, state.kafka_topic)
+        return KafkaTopicStore(
+            kafka.bootstrap_servers,
+            state.kafka_topic,
+            client_config=security_config(kafka, secrets),
+        )
     assert state.dir is not None
     return DirectoryStore(state.dir, keep=state.keep)
 
@@ -133,11 +163,10 @@ class ConsumerLoop:
     # -- clients -----------------------------------------------------------------------
 
     def _client_config(self) -> dict[str, Any]:
-        common: dict[str, Any] = {"bootstrap_servers": self.kafka.bootstrap_servers.split(",")}
-        password = self._secrets.get("sasl_plain_password")
-        if password is not None:
-            common["sasl_plain_password"] = password
-        return common
+        return {
+            "bootstrap_servers": self.kafka.bootstrap_servers.split(","),
+            **security_config(self.kafka, self._secrets),
+        }
 
     def _new_consumer(self) -> Any:
         config: dict[str, Any] = {
@@ -250,15 +279,26 @@ class ConsumerLoop:
         one. Raises ``KafkaError`` or ``ConsumersError`` when Kafka cannot be reached."""
         k = self.kafka
         servers = k.bootstrap_servers
-        found = topic_partitions(servers, [k.predictions_topic])
+        # fail fast while the broker is down: the caller retries with backoff, and a stop
+        # request is never kept waiting long
+        client = {**security_config(k, self._secrets), "bootstrap_timeout_ms": 5000}
+        found = topic_partitions(servers, [k.predictions_topic], client)
         n = found.get(k.predictions_topic, k.partitions)
-        created = ensure_topics(servers, [k.predictions_topic], partitions=n)
-        created += ensure_topics(servers, [k.ground_truth_topic, k.panes_topic], partitions=n)
-        created += ensure_topics(servers, [k.dead_letter_topic], partitions=1)
+        ensure = functools.partial(ensure_topics, servers, timeout=5.0, client=client)
+        created = ensure([k.predictions_topic], partitions=n)
+        created += ensure([k.ground_truth_topic, k.panes_topic], partitions=n)
+        created += ensure([k.dead_letter_topic], partitions=1)
         counts = topic_partitions(
-            servers, [k.predictions_topic, k.ground_truth_topic, k.dead_letter_topic, k.panes_topic]
+            servers,
+            [k.predictions_topic, k.ground_truth_topic, k.dead_letter_topic, k.panes_topic],
+            client,
         )
-        log.info("topics", extra={"topics_created": created, "partitions": counts})
+        log.info(
+            "topics ready: created %s; partitions %s",
+            created or "none",
+            counts,
+            extra={"topics_created": created, "partitions": counts},
+        )
         if counts.get(k.ground_truth_topic, n) != counts.get(k.predictions_topic, n):
             log.warning(
                 "the ground-truth topic is not co-partitioned with the predictions topic: "

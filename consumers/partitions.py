@@ -90,7 +90,9 @@ class InputPartitions:
         #: per partition: grows at every restore or rebuild (milliseconds of wall clock,
         #: at least the checkpoint's + 1), so a replay's updates replace the old history's
         self._epochs: dict[int, int] = {}
-        self.extra_features: dict[str, Counter[str]] = {name: Counter() for name in specs}
+        #: unexpected feature names counted per partition and model (checkpointed with
+        #: the partition, so a replay does not count them twice)
+        self._extra: dict[int, dict[str, Counter[str]]] = {}
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class InputPartitions:
         for inv in decoded.invalid:
             invalid[(inv.model, inv.reason)] += 1
         for name, extra in decoded.extra_features.items():
-            self._count_extra(name, extra)
+            self._count_extra(partition, name, extra)
         updates = []
         for name, batch in decoded.batches.items():
             spec = self.specs[name]
@@ -208,14 +210,21 @@ class InputPartitions:
             epoch=self._epochs.get(partition, 0),
         )
 
-    def _count_extra(self, model: str, extra: Counter[str]) -> None:
+    def _count_extra(self, partition: int, model: str, extra: Counter[str]) -> None:
         """Count unexpected features; names past the first few share one label value."""
-        counted = self.extra_features[model]
-        for name, n in extra.items():
-            if name in counted or len(counted) < MAX_UNEXPECTED_NAMES:
-                counted[name] += n
-            else:
-                counted[OTHER_FEATURES] += n
+        counted = self._extra.setdefault(partition, {}).setdefault(model, Counter())
+        _add_capped(counted, extra)
+
+    @property
+    def extra_features(self) -> dict[str, Counter[str]]:
+        """Unexpected feature names per model over the partitions held (at most
+        ``MAX_UNEXPECTED_NAMES`` names each, the rest under ``OTHER_FEATURES``)."""
+        out: dict[str, Counter[str]] = {name: Counter() for name in self.specs}
+        for models in self._extra.values():
+            for model, counted in models.items():
+                if model in out:
+                    _add_capped(out[model], counted)
+        return out
 
     def _feed_stream_reference(self, spec: ModelSpec, batch: EventBatch) -> EventBatch:
         ref = spec.stream_reference
@@ -273,6 +282,11 @@ class InputPartitions:
             "version": self._versions.get(partition, 0),
             "epoch": self._epochs.get(partition, 0),
             "invalid": [[model, reason, n] for (model, reason), n in sorted(invalid.items())],
+            "unexpected": [
+                [model, name, n]
+                for model, counted in sorted(self._extra.get(partition, {}).items())
+                for name, n in sorted(counted.items())
+            ],
         }
 
     def restore(self, partition: int, state: Mapping[str, Any], now: float) -> list[str]:
@@ -289,6 +303,10 @@ class InputPartitions:
             invalid = Counter(
                 {(str(model), str(reason)): int(n) for model, reason, n in state["invalid"]}
             )
+            extra: dict[str, Counter[str]] = {}
+            for model, name, n in state.get("unexpected", []):
+                if str(model) in self.specs:
+                    extra.setdefault(str(model), Counter())[str(name)[:200]] = int(n)
             version = int(state.get("version", 0))
             epoch = max(int(state.get("epoch", 0)) + 1, int(now * 1000))
         except RestoreError:
@@ -302,6 +320,7 @@ class InputPartitions:
             spec.stream_reference.profiled_versions.add(profile.model_version)
         self._slots[partition] = slots
         self._invalid[partition] = invalid
+        self._extra[partition] = extra
         self._versions[partition] = version
         self._epochs[partition] = epoch
         # a new epoch: every closed pane goes out again, replacing what the old history
@@ -349,6 +368,7 @@ class InputPartitions:
         """Forget ``partition`` (it was handed to another instance)."""
         self._slots.pop(partition, None)
         self._invalid.pop(partition, None)
+        self._extra.pop(partition, None)
         self._versions.pop(partition, None)
         self._epochs.pop(partition, None)
 
@@ -402,3 +422,13 @@ def _typed(batch: EventBatch, profile: ReferenceProfile | None) -> EventBatch:
     if profile is None or batch.numerical or not batch.categorical:
         return batch
     return typed_batch(batch, profile.specs)
+
+
+def _add_capped(counted: Counter[str], extra: Mapping[str, int]) -> None:
+    """Add ``extra`` to ``counted``; names past ``MAX_UNEXPECTED_NAMES`` go to
+    ``OTHER_FEATURES``, so the label values exported stay bounded."""
+    for name, n in extra.items():
+        if name in counted or len(counted) < MAX_UNEXPECTED_NAMES:
+            counted[name] += n
+        else:
+            counted[OTHER_FEATURES] += n

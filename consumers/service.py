@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from consumers.alerting import Alerting, AlertUnit
-from consumers.checkpoints import RestoreError
+from consumers.checkpoints import CheckpointStore, DirectoryStore, RestoreError
 from consumers.decoding import BatchDecoder, DecodedBatch, GroundTruthBatch, GroundTruthDecoder
 from consumers.exporter import DriftlineCollector, ModelCounters, StateSnapshot, evaluation_samples
 from consumers.model_owner import ModelOwner
@@ -225,11 +225,13 @@ class Service:
 
     # -- alerts ------------------------------------------------------------------------------
 
-    def enable_alerting(self, state_dir: str | Path, now: float) -> None:
+    def enable_alerting(self, store: CheckpointStore | str | Path, now: float) -> None:
         """Evaluate the configured alert rules and retraining after each evaluation; the
-        outbox lives in ``state_dir``."""
+        outbox lives in ``store`` (the configured state store; a path is a directory)."""
         if Alerting.wanted(self.config):
-            self.alerting = Alerting(self.config, state_dir, now)
+            if isinstance(store, str | Path):
+                store = DirectoryStore(store)
+            self.alerting = Alerting(self.config, store, now)
 
     def _run_alerts(self, unit: int, now: float) -> bool:
         if self.alerting is None:
@@ -306,6 +308,7 @@ class Service:
         # the dispatcher has its own lock (held across outbox fsyncs): not under ours
         deliveries = self.alerting.dispatcher.delivery_counts() if self.alerting else {}
         retraining = self.alerting.dispatcher.retraining_counts() if self.alerting else {}
+        write_errors = self.alerting.dispatcher.write_errors() if self.alerting else 0
         return StateSnapshot(
             version=self.version,
             evaluations=evaluations,
@@ -317,6 +320,7 @@ class Service:
             alerts_firing=dict(self._firing),
             deliveries=deliveries,
             retraining=retraining,
+            outbox_write_errors=write_errors,
             unexpected_features=unexpected,
             restores=restores,
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -20,13 +21,16 @@ def ensure_topics(
     partitions: int = 1,
     timeout: float = 30.0,
     config: dict[str, str] | None = None,
+    client: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create each topic that is missing (one replica); existing topics are left alone.
-    Returns the names created."""
+    Returns the names created. ``client``: security settings for the admin client."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap_servers.split(","), **(client or {})
+            )
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -43,9 +47,11 @@ def ensure_topics(
         admin.close()
 
 
-def topic_partitions(bootstrap_servers: str, names: Iterable[str]) -> dict[str, int]:
+def topic_partitions(
+    bootstrap_servers: str, names: Iterable[str], client: Mapping[str, Any] | None = None
+) -> dict[str, int]:
     """Partition counts of the topics among ``names`` that exist (raises ``KafkaError``)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), **(client or {}))
     try:
         wanted = [n for n in dict.fromkeys(names) if n in set(admin.list_topics())]
         if not wanted:

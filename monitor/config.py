@@ -166,8 +166,9 @@ class WindowSettings(_Settings):
     #: a source partition with no event of a model for this long (wall clock) no longer
     #: holds that model's merged watermark back
     idle_timeout: PositiveDuration = 300.0
-    #: event times further ahead of the wall clock than this do not move the watermark
-    #: (a producer with a fast clock cannot make on-time events late); they are counted
+    #: events further ahead of the wall clock than this are counted as from the future;
+    #: no event moves the watermark beyond now + min(clock_skew, allowed_lateness), so a
+    #: producer with a fast clock cannot make on-time events late
     clock_skew: Duration = 60.0
 
     @model_validator(mode="after")

@@ -89,6 +89,9 @@ class ModelMonitor:
         self.late_total = 0
         self.max_event_time = -math.inf
         self.clock_skew = windows.clock_skew
+        #: how far ahead of the wall clock event time may drive the watermark: no further
+        #: than allowed_lateness, or the pane of "now" would close before its events came
+        self._ahead = min(windows.clock_skew, windows.allowed_lateness)
         #: events more than ``clock_skew`` ahead of the wall clock when they arrived
         self.future_total = 0
         self._recent = np.empty(0, dtype=np.float64)
@@ -152,7 +155,9 @@ class ModelMonitor:
 
         With the wall clock ``now``, the watermark is driven by where event time really
         is: a few events far ahead of the rest (the top 1% of the recent ones, at least
-        one) do not move it, nor does anything beyond ``now + clock_skew``; such events are
+        one) do not move it, nor does anything beyond ``now + min(clock_skew,
+        allowed_lateness)`` (so events stamped with a correct clock are never made late by
+        others from a fast one); such events are
         still counted in their panes, and those ahead of the clock in ``future_total``.
         """
         n = len(batch)
@@ -192,7 +197,7 @@ class ModelMonitor:
         self._recent = recent
         k = 1 if recent.size == 1 else 2 + recent.size // 100
         robust = float(np.partition(recent, recent.size - k)[recent.size - k])
-        return min(robust, now + self.clock_skew)
+        return min(robust, now + self._ahead)
 
     def tick(self, now: float) -> bool:
         """Event time moves on with the wall clock while no event arrives, so a model
@@ -205,7 +210,7 @@ class ModelMonitor:
         if behind > self.window.allowed_lateness + self.window.pane_seconds:
             return False
         idle = self.max_event_time + (now - self.last_arrival)
-        return self.advance(min(idle, now + self.clock_skew))
+        return self.advance(min(idle, now + self._ahead))
 
     @property
     def open_events(self) -> int:

@@ -31,10 +31,11 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from alerts.delivery import Dispatcher
 from alerts.destinations import Destination
-from alerts.outbox import Notification, new_notification_id
+from alerts.outbox import Notification, Outbox, new_notification_id
 from alerts.payloads import json_request, webhook_body
 from alerts.promrules import export_rules
 from alerts.rules import RuleEngine, Sample
+from consumers.checkpoints import DirectoryStore
 from monitor.config import DriftlineConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,8 @@ def dispatcher(tmp_path: Path) -> Iterator[Callable[..., Dispatcher]]:
 
     def make(*destinations: Destination, **kw: Any) -> Dispatcher:
         options: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 0.2} | kw
-        made.append(Dispatcher(tmp_path / "outbox", destinations, **options))
+        outbox = Outbox(DirectoryStore(tmp_path / "state"))
+        made.append(Dispatcher(outbox, destinations, **options))
         return made[-1]
 
     yield make
@@ -139,7 +141,8 @@ def fail(status: int, headers: dict[str, str] | None = None, delay: float = 0.0)
 
 
 def outbox_files(tmp_path: Path) -> list[str]:
-    return sorted(p.name for p in (tmp_path / "outbox").glob("*.json"))
+    """Notifications stored in the outbox (one key, a folder, per notification)."""
+    return DirectoryStore(tmp_path / "state").keys("alerts/outbox/")
 
 
 def settle(d: Dispatcher) -> None:
@@ -268,7 +271,7 @@ def test_the_outbox_survives_a_restart(
     first.submit(n)
     wait_until(lambda: first.delivery_counts().get(("ops", "retry"), 0) >= 1)
     first.close()
-    assert outbox_files(tmp_path) == [n.id + ".json"]
+    assert outbox_files(tmp_path) == [f"alerts/outbox/{n.id}"]
 
     r = receiver(port=port)
     second = dispatcher(Destination("ops"))
@@ -283,10 +286,12 @@ CRASHING_SERVICE = textwrap.dedent("""
     import sys, time
     from alerts.delivery import Dispatcher
     from alerts.destinations import Destination
-    from alerts.outbox import Notification
+    from alerts.outbox import Notification, Outbox
     from alerts.payloads import json_request
+    from consumers.checkpoints import DirectoryStore
 
-    d = Dispatcher(sys.argv[1], [Destination("ops", timeout=1.0)], backoff_base=60.0)
+    box = Outbox(DirectoryStore(sys.argv[1]))
+    d = Dispatcher(box, [Destination("ops", timeout=1.0)], backoff_base=60.0)
     d.submit(Notification("msg_crash", "ops", json_request(sys.argv[2], {"a": 1}), time.time()))
     print("accepted", flush=True)
     time.sleep(60)
@@ -298,7 +303,7 @@ def test_a_notification_accepted_before_kill_9_is_delivered_once_after_restart(
 ) -> None:
     port = free_port()
     child = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_SERVICE, str(tmp_path / "outbox"),
+        [sys.executable, "-c", CRASHING_SERVICE, str(tmp_path / "state"),
          f"http://127.0.0.1:{port}/hook"],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

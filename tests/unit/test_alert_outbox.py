@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from alerts.delivery import backoff_delay, retry_after_seconds
+from alerts.delivery import Dispatcher, backoff_delay, retry_after_seconds
 from alerts.destinations import Destination
 from alerts.exceptions import AlertsError
 from alerts.outbox import Notification, Outbox, new_notification_id
 from alerts.payloads import json_request
+from consumers.checkpoints import DirectoryStore
 from monitor.config import RetrainingSettings, Sink
 
 
@@ -22,31 +23,66 @@ def note(created_at: float = 0.0, nid: str | None = None) -> Notification:
     return Notification(nid or new_notification_id(), "ops", req, created_at)
 
 
+def outbox(root: Path) -> Outbox:
+    box = Outbox(DirectoryStore(root))
+    box.load()
+    return box
+
+
 def test_put_is_durable_and_a_new_outbox_reads_it_back(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "outbox")
+    box = outbox(tmp_path)
     a, b = note(2.0), note(1.0, "msg_b")
     assert box.put(a)
     assert box.put(b)
     assert not box.put(b)  # the same id is not stored twice
-    again = Outbox(tmp_path / "outbox")
+    again = outbox(tmp_path)
     assert again.pending() == [b, a]  # oldest first
     again.remove(b.id)
     again.remove("msg_unknown")
-    assert [n.id for n in Outbox(tmp_path / "outbox").pending()] == [a.id]
-    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [a.id + ".json"]
+    assert [n.id for n in outbox(tmp_path).pending()] == [a.id]
+    assert sorted(p.name for p in (tmp_path / "alerts" / "outbox").iterdir()) == [a.id]
 
 
-def test_a_cut_write_and_a_corrupt_file_do_not_stop_the_outbox(tmp_path: Path) -> None:
-    box = Outbox(tmp_path)
+def test_a_cut_write_and_a_corrupt_record_do_not_stop_the_outbox(tmp_path: Path) -> None:
+    box = outbox(tmp_path)
     good = note()
     box.put(good)
-    (tmp_path / ".msg_cut.tmp").write_text('{"id": "msg_cut", "si')
-    (tmp_path / "msg_bad.json").write_text("{not json")
-    again = Outbox(tmp_path)
+    cut = tmp_path / "alerts" / "outbox" / "msg_cut"
+    cut.mkdir()
+    (cut / ".checkpoint-000000000001.bin.9.tmp").write_text('{"id": "msg_cut", "si')
+    bad = tmp_path / "alerts" / "outbox" / "msg_bad"
+    bad.mkdir()
+    (bad / "checkpoint-000000000001.bin").write_text("{not json")
+    again = outbox(tmp_path)
     assert again.pending() == [good]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [good.id + ".json", "msg_bad.corrupt"]
+    assert not list(cut.iterdir())  # the cut write is removed at start
+
+
+def test_an_unwritable_outbox_delivers_from_memory_counts_and_retries(tmp_path: Path) -> None:
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the store's directory should be")  # fails even as root
+    now = [0.0]
+    d = Dispatcher(
+        Outbox(DirectoryStore(blocked)),
+        [Destination("ops", timeout=0.5)],
+        clock=lambda: now[0],
+        rand=lambda: 1.0,
+        backoff_base=1.0,
+        backoff_max=8.0,
+        start=False,
     )
+    assert d.submit(note())  # accepted: the error is operational, never raised
+    assert d.write_errors() == 1
+    assert d.pending() == 1  # kept in memory, delivery goes on (here it fails: port 9)
+    now[0] += 1.0
+    d.pump()  # the write is retried when due
+    assert d.write_errors() == 2
+    blocked.unlink()  # the disk is back
+    now[0] += 60.0
+    d.pump()
+    assert d.write_errors() == 2
+    assert len(outbox(blocked).pending()) == 1  # now durable
+    d.close(timeout=1)
 
 
 def test_notification_round_trips_through_json() -> None:

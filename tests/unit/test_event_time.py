@@ -139,3 +139,17 @@ def test_ground_truth_times_get_the_prediction_range_checks():
     assert [i.index for i in out.invalid] == [0, 2]
     assert "milliseconds?" in out.invalid[0].message
     assert out.valid == 1
+
+
+def test_a_fast_clock_cannot_close_the_pane_of_now_when_lateness_is_short():
+    """clock_skew (60 s) longer than allowed_lateness (5 s): the watermark still stays at
+    or behind the wall clock, so events stamped now are not late."""
+    rng = np.random.default_rng(0)
+    profile = build_profile(
+        "m", {"x": rng.normal(size=1000)}, [FeatureSpec("x", FeatureKind.NUMERICAL)]
+    )
+    m = ModelMonitor(profile, WindowSpec(10.0, 60.0, 5.0, clock_skew=60.0))
+    m.ingest(batch(np.full(50, NOW + 120.0)), now=NOW)  # the very first events: all ahead
+    assert m.future_total == 50
+    assert m.window.watermark <= NOW
+    assert live(m, NOW + 1, 120) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,22 @@ def test_corrupt_state_is_one_error_type(filled):
         decode_checkpoint(b"\x00not a checkpoint")
     assert fresh.inputs.partitions == []
     assert fresh.snapshot().counters["m"].predictions == 0
+
+
+def test_unexpected_features_are_checkpointed_with_their_partition(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    ref = tmp_path / "ref.csv"
+    ref.write_text("x\n" + "\n".join(str(v) for v in rng.normal(size=500)) + "\n")
+    service = Service(config(ref))
+    for p, n in ((0, 3), (1, 4)):
+        decoded = batch(rng, 10, 0.0)
+        decoded.extra_features["m"] = Counter({"debug_flag": n})
+        service.handle(decoded, now=200.0, partition=p)
+    assert service.snapshot().unexpected_features == {("m", "debug_flag"): 7}
+    state = decode_checkpoint(encode_checkpoint({"s": service.partition_state(1)}))["s"]
+    fresh = Service(config(ref))
+    fresh.restore_partition(1, state, 201.0)
+    # only partition 1's count comes back: partition 0 is replayed from its own offsets
+    assert fresh.snapshot().unexpected_features == {("m", "debug_flag"): 4}
+    fresh.drop_partition(1, 202.0)
+    assert fresh.snapshot().unexpected_features == {}

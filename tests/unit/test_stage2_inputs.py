@@ -127,7 +127,7 @@ def test_stream_references_of_one_version_from_two_instances_keep_the_first(ref)
 def published(ref):
     rng = np.random.default_rng(4)
     service = Service(config(ref))
-    (update,) = service.handle(events(np.arange(0, 200, 0.5), rng), 1.0, partition=0)
+    (update,) = service.handle(events(np.arange(0, 200, 0.5), rng), 200.0, partition=0)
     return service, update
 
 
@@ -149,7 +149,7 @@ def test_implausible_updates_are_refused_and_change_nothing(published):
         replace(good, panes=((good.last_closed + 5, good.panes[0][1]),)),  # not closed yet
         replace(good, partition=9, last_closed=None, watermark=-math.inf, panes=good.panes),
     ]
-    service.apply_panes(0, forged, 2.0)
+    service.apply_panes(0, forged, 201.0)
     assert service.owner.rejected["implausible"] == len(forged)
     assert state() == kept
     after = service.evaluation("m")
@@ -163,7 +163,7 @@ def test_pane_vectors_that_do_not_fit_the_layout_are_refused(published):
     service, good = published
     index, pane = good.panes[0]
     short = replace(pane, counts=pane.counts[:-1], sums=pane.sums[:-1])
-    service.apply_panes(0, [replace(good, version=10**6, panes=((index, short),))], 2.0)
+    service.apply_panes(0, [replace(good, version=10**6, panes=((index, short),))], 201.0)
     assert service.owner.rejected["malformed"] == 1
 
 
@@ -193,7 +193,7 @@ def _good_record() -> bytes:
             "x\n" + "\n".join(str(v) for v in np.random.default_rng(0).normal(size=500))
         )
         service = Service(config(path))
-        (update,) = service.handle(events(np.arange(0, 100, 0.5), np.random.default_rng(5)), 1.0)
+        (update,) = service.handle(events(np.arange(0, 100, 0.5), np.random.default_rng(5)), 100.0)
     return encode_update(update, "g")
 
 
