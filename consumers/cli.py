@@ -1,4 +1,4 @@
-"""The ``driftline`` command line. Exit codes: 0 success, 2 bad usage or configuration, 1 other."""
+"""The driftline command line. Exit codes: 0 success, 2 bad usage or configuration, 1 other."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from alerts import AlertsError
-from consumers.configfile import ConfigError, dump_config, load_config, resolve_secret
+from consumers.configfile import (
+    ConfigError,
+    config_warnings,
+    dump_config,
+    load_config,
+    resolve_secret,
+)
 from consumers.exceptions import ConsumersError
 from consumers.logs import setup_logging
 from monitor.exceptions import MonitorError
@@ -27,15 +34,64 @@ log = logging.getLogger("driftline")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
+DESCRIPTION = """\
+driftline: streaming production monitoring for machine-learning models.
+
+Consumes prediction and ground-truth events from Kafka, computes drift, data quality and
+performance per model over sliding windows, exports them to Prometheus and fires alerts.
+Exit codes: 0 success, 2 bad usage or configuration, 1 anything else."""
+
+CONFIG_HELP = "the YAML configuration file (relative paths in it are resolved from its folder)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    from consumers.model_specs import driftline_version
+
+    p = argparse.ArgumentParser(
+        prog="driftline",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"driftline {driftline_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the service")
-    run.add_argument("--config", required=True, help="YAML configuration file")
-    run.add_argument("--log-format", choices=["json", "text"], default="json")
+    run = sub.add_parser("run", help="run the service", description="Run the service.")
+    run.add_argument("--config", required=True, help=CONFIG_HELP)
+    run.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default="json",
+        help="one JSON object per line (default, for log shippers) or plain text",
+    )
+    run.add_argument(
+        "--summary-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="log a one-line summary per model this often (default 60; 0 turns it off)",
+    )
 
-    demo = sub.add_parser("demo", help="embedded broker + service + simulated serving app")
+    init = sub.add_parser(
+        "init",
+        help="write a commented driftline.yaml for your model from its reference file",
+        description="Write a commented configuration for one model, inferring its features "
+        "from a reference file, and say what is missing.",
+    )
+    init.add_argument("--reference", required=True, help="reference data: .csv .jsonl .parquet")
+    init.add_argument("--model", required=True, help="the model's name in the events")
+    init.add_argument(
+        "--task",
+        choices=["binary_classification", "multiclass_classification", "regression"],
+        help="default: inferred from the label column (two values: binary)",
+    )
+    init.add_argument("--output", default="driftline.yaml", help="default: driftline.yaml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    demo = sub.add_parser(
+        "demo",
+        help="embedded broker + service + simulated serving app",
+        description="Run the embedded broker, the service and a simulated serving app.",
+    )
     demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     demo.add_argument("--bootstrap-servers", help="use this broker instead of the embedded one")
     demo.add_argument("--http-port", type=int, default=0, help="0 picks a free port")
@@ -44,24 +100,29 @@ def _parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="reference profiles")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="COMMAND")
     build = ref_sub.add_parser("build", help="build a profile JSON from a reference file")
-    build.add_argument("--config", required=True)
-    build.add_argument("--model", required=True)
+    build.add_argument("--config", required=True, help=CONFIG_HELP)
+    build.add_argument("--model", required=True, help="a model named in the configuration")
     build.add_argument("--input", required=True, help=".csv, .jsonl or .parquet")
     build.add_argument("--output", help="profile JSON path (default: standard output)")
 
-    check = sub.add_parser("check-config", help="validate and print the resolved config")
-    check.add_argument("--config", required=True)
+    check = sub.add_parser(
+        "check-config",
+        help="validate and print the resolved config",
+        description="Validate the configuration, print it resolved (defaults and "
+        "DRIFTLINE_* overrides applied) and warn about suspicious settings.",
+    )
+    check.add_argument("--config", required=True, help=CONFIG_HELP)
 
     rules = sub.add_parser("rules", help="alert rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     export = rules_sub.add_parser(
         "export", help="Prometheus alerting rules equivalent to the config"
     )
-    export.add_argument("--config", required=True)
+    export.add_argument("--config", required=True, help=CONFIG_HELP)
 
     broker = sub.add_parser("broker", help="the embedded broker, standalone")
-    broker.add_argument("--port", type=int, default=9092)
-    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=9092, help="default 9092")
+    broker.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     return p
 
 
@@ -70,8 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             config = load_config(args.config)
+            for warning in config_warnings(args.config):
+                print(f"driftline: warning: {warning}", file=sys.stderr)
             sys.stdout.write(dump_config(config))
             return EXIT_OK
+        if args.command == "init":
+            return _init(args)
         if args.command == "reference":
             return _reference_build(args)
         if args.command == "rules":
@@ -94,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "run":
             setup_logging(json_logs=args.log_format == "json")
-            return _run(args.config)
+            return _run(args.config, args.summary_every)
     except ConfigError as exc:
         print(f"driftline: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,12 +203,43 @@ def _reference_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(config_path: str) -> int:
+def _init(args: argparse.Namespace) -> int:
+    from consumers.init_config import init_config
+    from consumers.reference_files import read_columns
+
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        print(f"driftline: {output} exists; pass --force to overwrite it", file=sys.stderr)
+        return EXIT_USAGE
+    reference = Path(args.reference)
+    result = init_config(read_columns(reference), reference, args.model, output, args.task)
+    output.write_text(result.text, encoding="utf-8")
+    print(f"wrote {output}", file=sys.stderr)
+    for note in result.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    print(f"next: driftline check-config --config {output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _summaries(service: Any, every: float, stop: threading.Event) -> None:
+    from consumers.summary import summary_lines
+
+    before: dict[str, int] | None = None
+    while not stop.wait(every):
+        snapshot = service.snapshot()
+        for line in summary_lines(snapshot, before):
+            log.info(line)
+        before = {m: c.predictions for m, c in snapshot.counters.items()}
+
+
+def _run(config_path: str, summary_every: float = 60.0) -> int:
     from consumers.http import HttpServer
     from consumers.loop import ConsumerLoop, open_store
     from consumers.service import Service
 
     config = load_config(config_path)
+    for warning in config_warnings(config_path):
+        log.warning("configuration: %s", warning)
     service = Service(config, base_dir=Path(config_path).resolve().parent)
     secrets = {}
     password = resolve_secret(config.kafka.sasl_password_env, os.environ)
@@ -154,8 +250,20 @@ def _run(config_path: str) -> int:
     service.enable_alerting(store, time.time())
     http = HttpServer(config.http.host, config.http.port, service.registry, service)
     http.start()
-    log.info("serving HTTP", extra={"host": config.http.host, "port": http.port})
+    shown = "127.0.0.1" if config.http.host in ("0.0.0.0", "::", "") else config.http.host
+    base = f"http://{shown}:{http.port}"
+    log.info(
+        "serving HTTP: metrics %s/metrics, API %s/api/v1/models, readiness %s/readyz",
+        base,
+        base,
+        base,
+        extra={"host": config.http.host, "port": http.port},
+    )
     stop = threading.Event()
+    if summary_every > 0:
+        threading.Thread(
+            target=_summaries, args=(service, summary_every, stop), daemon=True
+        ).start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signum})

@@ -315,3 +315,77 @@ def dump_config(config: DriftlineConfig) -> str:
     data = config.model_dump(mode="json", by_alias=True)
     header = "# driftline resolved configuration; durations in seconds\n"
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+# -- warnings: accepted, but probably not what was meant ------------------------------------
+
+
+def config_warnings(path: str | Path, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What a valid configuration file (with its overrides) accepts but probably does not
+    mean: ``DRIFTLINE_*`` variables that set nothing, durations without a unit, an
+    ``allowed_lateness`` longer than the window. Call after :func:`load_config`."""
+    file = str(path)
+    env = os.environ if environ is None else environ
+    data = _read_yaml(path, file)
+    out: list[str] = []
+    sections = _env_sections()
+    secrets = _secret_names(data)
+    known = [f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, f in sections.items() for k in f]
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in secrets:
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        if not any(rest.startswith(s + "_") for s in sections):
+            close = difflib.get_close_matches(var, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            out.append(f"{var} is not a driftline setting and is ignored{hint}")
+    for where, value in _bare_durations(data, DriftlineConfig, ""):
+        out.append(
+            f"{file}: {where}: {value!r} has no unit and is read as {value} seconds; "
+            f"write {value}s (or ms, m, h, d) to say so"
+        )
+    config = load_config(path, env)
+    w = config.windows
+    if w.allowed_lateness > w.size:
+        out.append(
+            f"{file}: windows.allowed_lateness ({w.allowed_lateness:g}s) is longer than "
+            f"windows.size ({w.size:g}s): every pane waits longer than the window lasts, "
+            "so the window always lags by more than its own length"
+        )
+    return out
+
+
+def _is_duration(f: FieldInfo) -> bool:
+    from monitor.config import parse_duration
+
+    return any(getattr(m, "func", None) is parse_duration for m in f.metadata)
+
+
+def _bare_durations(node: Any, model: type[BaseModel], where: str) -> list[tuple[str, float]]:
+    """(key path, value) of every duration written as a bare number under ``node``."""
+    if not isinstance(node, dict):
+        return []
+    out: list[tuple[str, float]] = []
+    fields = _fields(model)
+    for key, value in node.items():
+        f = fields.get(key) if isinstance(key, str) else None
+        if f is None:
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        t = _unwrap(f.annotation)
+        if _is_duration(f) and isinstance(value, int | float) and not isinstance(value, bool):
+            if value != 0:
+                out.append((path, value))
+        elif _is_model(t):
+            out += _bare_durations(value, t, path)
+        elif get_origin(t) is list and isinstance(value, list):
+            (item,) = get_args(t) or (None,)
+            if _is_model(item):
+                for i, v in enumerate(value):
+                    out += _bare_durations(v, item, f"{path}[{i}]")
+        elif get_origin(t) is dict and isinstance(value, dict):
+            args = get_args(t)
+            if len(args) == 2 and _is_model(args[1]):
+                for k, v in value.items():
+                    out += _bare_durations(v, args[1], f"{path}.{k}")
+    return out

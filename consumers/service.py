@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from alerts.formats import rfc3339
 from consumers.alerting import Alerting, AlertUnit
 from consumers.checkpoints import CheckpointStore, DirectoryStore, RestoreError
 from consumers.decoding import BatchDecoder, DecodedBatch, GroundTruthBatch, GroundTruthDecoder
@@ -359,7 +360,7 @@ class Service:
                         "window_events": ev.window_events if ev else None,
                         "drifted_features": list(ev.drifted_features) if ev else [],
                         "drifted_features_ratio": ev.drifted_features_ratio if ev else None,
-                        "evaluated_at": ev.evaluated_at if ev else None,
+                        "evaluated_at": rfc3339(ev.evaluated_at) if ev else None,
                     }
                 )
         return out
@@ -383,7 +384,7 @@ class Service:
                 "window_events": ev.window_events if ev else None,
                 "partitions": self.inputs.partitions,
                 "reference": None,
-                "evaluation": ev.to_dict() if ev else None,
+                "evaluation": _readable(ev.to_dict()) if ev else None,
                 "schema": {"unexpected_features": dict(self.inputs.extra_features[model])},
             }
             if spec.profile is not None:
@@ -411,3 +412,13 @@ class Service:
                 for a in owned.alerts.engine.active()
             ]
         return alerts
+
+
+def _readable(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Times a person reads in ISO 8601 (UTC): ``evaluated_at``, and the window's bounds
+    beside their epoch seconds (``start_time``, ``end_time``)."""
+    evaluation["evaluated_at"] = rfc3339(evaluation["evaluated_at"])
+    w = evaluation["window"]
+    w["start_time"] = rfc3339(w["start"]) if w["start"] is not None else None
+    w["end_time"] = rfc3339(w["end"]) if w["end"] is not None else None
+    return evaluation

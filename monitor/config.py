@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.drift import DEFAULT_THRESHOLDS
+
 __all__ = [
     "RULE_METRICS",
     "AlertRule",
@@ -244,9 +246,19 @@ def _check_pvalue(method: str | None, threshold: float | None, key: str) -> None
 class MethodSettings(_Settings):
     method: Method
     #: a distance drifts when score >= threshold; a test (ks, chisquare) when p-value < threshold
+    #: (default: the method's, see ``monitor.drift.DEFAULT_THRESHOLDS``)
     threshold: float = Field(gt=0)
     #: methods exported besides the deciding one, as a second opinion
     report: tuple[Method, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_default_threshold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("threshold") is None:
+            default = DEFAULT_THRESHOLDS.get(str(data.get("method")))
+            if default is not None:
+                data = {**data, "threshold": default}
+        return data
 
     @model_validator(mode="after")
     def _pvalue_threshold(self) -> Self:

@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "DISTANCES",
     "EPSILON",
     "METHODS",
@@ -54,6 +55,19 @@ EPSILON: float = 1e-4
 DISTANCES: tuple[str, ...] = ("psi", "kl", "jensenshannon", "hellinger", "wasserstein")
 TESTS: tuple[str, ...] = ("ks", "chisquare")
 METHODS: tuple[str, ...] = DISTANCES + TESTS
+
+#: the threshold a method decides with when the configuration names none: a score at or
+#: above it for a distance (PSI's 0.2 is the usual "significant shift"), a p-value below
+#: it for a test
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "psi": 0.2,
+    "kl": 0.1,
+    "jensenshannon": 0.1,
+    "hellinger": 0.1,
+    "wasserstein": 0.1,
+    "ks": 0.05,
+    "chisquare": 0.05,
+}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ double-counted events, or blinded a model."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -31,6 +34,7 @@ from test_fault_tolerance import (
     write_reference,
 )
 
+from alerts.formats import rfc3339
 from consumers.broker import EmbeddedBroker
 from consumers.checkpoints import DirectoryStore
 from consumers.loop import ConsumerLoop
@@ -603,3 +607,49 @@ def test_kill_9_during_outbox_writes_loses_no_notification_and_no_event(
         f"kills with the outbox write cut: {sum(cut)} of {trials}; "
         f"notifications per alert: {dict(ids)}"
     )
+
+
+DRIFTLINE_RUN = [sys.executable, "-m", "consumers.cli", "run"]
+
+
+def test_run_says_what_it_is_doing(tmp_path, kafka_bootstrap, setup):
+    """URLs at start-up, a periodic one-line summary per model, ISO times in the API."""
+    ref, topic, group, t0, _ = setup
+    port = free_port()
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text(
+        KILL_CONFIG.format(
+            bootstrap=kafka_bootstrap,
+            group=group,
+            topic=topic,
+            port=port,
+            pane=PANE,
+            size=SIZE,
+            state=tmp_path / "state",
+            ref=ref,
+        )
+    )
+    log = tmp_path / "service.log"
+    proc = subprocess.Popen(
+        [*DRIFTLINE_RUN, "--config", str(cfg), "--log-format", "text", "--summary-every", "0.5"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        sent = produce(kafka_bootstrap, topic, 0, 20_000, t0)
+        assert wait_for(port, proc, 20_000)["driftline_events_total"] == 20_000
+        want = f"m: 20000 events (+0); window {expected_window(sent)} events ["
+        wait_until(lambda: want in log.read_text(), 30, "the summary line")
+        text = log.read_text()
+        assert f"serving HTTP: metrics http://127.0.0.1:{port}/metrics" in text
+        line = next(x for x in text.splitlines() if want in x)
+        assert "drifted " in line
+        assert "alerts firing 0" in line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/models/m", timeout=5) as r:
+            ev = json.loads(r.read())["evaluation"]
+        assert ev["evaluated_at"].endswith("Z")
+        assert ev["window"]["start_time"] == rfc3339(ev["window"]["start"])
+    finally:
+        proc.terminate()
+        proc.wait(15)
