@@ -18,6 +18,7 @@ from typing import Any
 from alerts import AlertsError
 from consumers.configfile import (
     ConfigError,
+    check_files,
     config_warnings,
     dump_config,
     load_config,
@@ -131,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             config = load_config(args.config)
+            check_files(config, args.config)
             for warning in config_warnings(args.config):
                 print(f"driftline: warning: {warning}", file=sys.stderr)
             sys.stdout.write(dump_config(config))
@@ -238,6 +240,7 @@ def _run(config_path: str, summary_every: float = 60.0) -> int:
     from consumers.service import Service
 
     config = load_config(config_path)
+    check_files(config, config_path)
     for warning in config_warnings(config_path):
         log.warning("configuration: %s", warning)
     service = Service(config, base_dir=Path(config_path).resolve().parent)

@@ -22,7 +22,15 @@ from pydantic_core import ErrorDetails
 from consumers.exceptions import ConsumersError
 from monitor.config import DriftlineConfig
 
-__all__ = ["ENV_PREFIX", "ConfigError", "dump_config", "load_config", "resolve_secret"]
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "check_files",
+    "config_warnings",
+    "dump_config",
+    "load_config",
+    "resolve_secret",
+]
 
 ENV_PREFIX = "DRIFTLINE_"
 
@@ -290,6 +298,26 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> D
         return DriftlineConfig.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(file, exc, overridden) from None
+
+
+def check_files(config: DriftlineConfig, path: str | Path) -> None:
+    """Raise :class:`ConfigError` naming every reference file that cannot be read
+    (key ``models[i].reference.path``); relative paths are read from ``path``'s directory."""
+    base = Path(path).resolve().parent
+    problems = []
+    for i, model in enumerate(config.models):
+        ref = model.reference.path
+        if ref is None:
+            continue
+        full = base / ref
+        if not full.is_file():
+            why = "is a directory" if full.is_dir() else "no such file"
+            problems.append((f"models[{i}].reference.path", f"{why}: {full}"))
+        elif not os.access(full, os.R_OK):
+            problems.append((f"models[{i}].reference.path", f"not readable: {full}"))
+    if problems:
+        (key, reason), *more = problems
+        raise ConfigError(str(path), key, reason, more=more)
 
 
 def resolve_secret(env_name: str | None, environ: Mapping[str, str] | None = None) -> str | None:

@@ -116,6 +116,8 @@ def init_config(
     if not features:
         notes.append("no feature columns found: only the prediction can be monitored")
     ref_path = Path(os.path.relpath(reference.resolve(), output.resolve().parent))
+    if ref_path.parts[:2] == ("..", ".."):  # far from the config's directory: say where
+        ref_path = reference.resolve()
     lines = [
         f"# driftline configuration for {model!r}, written by `driftline init` from",
         f"# {reference} ({len(next(iter(columns.values()), []))} rows).",
@@ -125,6 +127,9 @@ def init_config(
         "  bootstrap_servers: localhost:9092",
         "  predictions_topic: driftline.predictions",
         "  ground_truth_topic: driftline.ground-truth",
+        "  # a stalled poll loop rebalances after 10 s; the embedded broker (`driftline broker`)",
+        "  # also holds a group's first join this long",
+        "  consumer: {max_poll_interval_ms: 10000}",
         "http: {host: 127.0.0.1, port: 9108}",
         "# panes close allowed_lateness after their end; the live window is the last size/pane",
         "windows: {pane: 60s, size: 1h, allowed_lateness: 5m}",
@@ -140,7 +145,8 @@ def init_config(
             positive = positive[:-2]
         lines.append(f'    positive_label: "{positive}"   # labels are compared as text')
     lines += [
-        f"    reference: {{path: {ref_path.as_posix()}}}   # relative to this file",
+        f"    reference: {{path: {ref_path.as_posix()}}}"
+        + ("" if ref_path.is_absolute() else "   # relative to this file"),
         "    features:",
     ]
     for name, kind, comment in features:

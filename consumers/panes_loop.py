@@ -41,6 +41,10 @@ log = logging.getLogger("driftline.stage2")
 TICK_SECONDS = 1.0
 
 
+#: a stage 2 without any panes partition this long after start says so in the log
+UNASSIGNED_WARNING_SECONDS = 60.0
+
+
 class PanesLoop:
     """Consumes the panes topic into a :class:`Service`'s stage 2 until stopped."""
 
@@ -97,10 +101,19 @@ class PanesLoop:
     def _run(self, stop: threading.Event) -> None:
         consumer = self._consumer = self._new_consumer()
         consumer.subscribe([self.kafka.panes_topic], listener=_Listener(self))
-        last_checkpoint = last_tick = time.monotonic()
+        last_checkpoint = last_tick = started = time.monotonic()
         backoff = 0.5
+        warned = False
         try:
             while not stop.is_set():
+                if not warned and time.monotonic() - started > UNASSIGNED_WARNING_SECONDS:
+                    warned = True
+                    if not consumer.assignment():
+                        log.warning(
+                            "stage 2 owns no model after %.0f s: another instance owns them "
+                            "all, or its group join is slow",
+                            UNASSIGNED_WARNING_SECONDS,
+                        )
                 try:
                     polled = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms)
                 except KafkaError as exc:

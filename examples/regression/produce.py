@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import sys
 import time
 from typing import Any
@@ -54,7 +55,11 @@ def simulate(rng: np.random.Generator, n: int, drifted: bool = False) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bootstrap-servers", default="localhost:9092")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+        help="default: $DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS, else localhost:9092",
+    )
     p.add_argument("--seconds", type=float, default=90.0, help="how long to send (default 90)")
     p.add_argument("--rate", type=float, default=50.0, help="predictions per second")
     p.add_argument("--label-delay", type=float, default=5.0, help="seconds until a label")

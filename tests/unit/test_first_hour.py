@@ -144,3 +144,38 @@ def test_init_infers_regression_and_multiclass(tmp_path):
     rows = ["x,label"] + [f"{x},{c}" for x, c in zip(range(30), "abc" * 10, strict=True)]
     text, _ = _init(tmp_path, "\n".join(rows) + "\n", "--force")
     assert "task: multiclass_classification" in text
+
+
+def test_a_missing_reference_file_is_a_configuration_error_with_its_key(tmp_path, capsys):
+    (tmp_path / "ref.csv").write_text("x,prediction\n1,0.5\n2,0.4\n")
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text(
+        "models:\n"
+        "  - {name: a, reference: {path: ref.csv}}\n"
+        "  - {name: b, reference: {path: missing.csv}}\n"
+        "  - {name: c, reference: {path: sub}}\n"
+    )
+    (tmp_path / "sub").mkdir()
+    assert main(["check-config", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"models[1].reference.path: no such file: {tmp_path / 'missing.csv'}" in err
+    assert "models[2].reference.path: is a directory" in err
+    assert "models[0]" not in err
+    # relative to the configuration file, not to the working directory
+    (tmp_path / "missing.csv").write_text("x,prediction\n1,0.5\n")
+    (tmp_path / "sub").rmdir()
+    (tmp_path / "sub").write_text("x,prediction\n1,0.5\n")
+    assert main(["check-config", "--config", str(cfg)]) == 0
+
+
+def test_init_names_a_reference_outside_the_config_directory_absolutely(tmp_path):
+    ref = tmp_path / "data" / "ref.csv"
+    ref.parent.mkdir()
+    ref.write_text("x,prediction,label\n1,0.5,0\n2,0.4,1\n")
+    out = tmp_path / "deploy" / "conf" / "driftline.yaml"  # ../../data/ref.csv: too far
+    out.parent.mkdir(parents=True)
+    assert main(["init", "--reference", str(ref), "--model", "m", "--output", str(out)]) == 0
+    config = load_config(out)
+    assert config.models[0].reference.path == str(ref.resolve())
+    assert config.kafka.consumer == {"max_poll_interval_ms": 10000}
+    assert main(["check-config", "--config", str(out)]) == 0
