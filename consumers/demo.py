@@ -180,8 +180,9 @@ def run_demo(
         http = HttpServer(config.http.host, config.http.port, service.registry, service)
         http.start()
         stack.callback(http.stop)
+        base = f"http://127.0.0.1:{http.port}"
         print(
-            f"driftline serving on http://127.0.0.1:{http.port}/metrics "
+            f"driftline serving: metrics {base}/metrics, API {base}/api/v1/models/fraud "
             f"(window {window:g}s in 1s panes); drift starts at t={drift_at:.0f}s",
             file=out,
         )
