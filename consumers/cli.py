@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             config = load_config(args.config)
             check_files(config, args.config)
+            _check_references(config, args.config)
             for warning in config_warnings(args.config):
                 print(f"driftline: warning: {warning}", file=sys.stderr)
             sys.stdout.write(dump_config(config))
@@ -175,6 +176,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"driftline: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+def _check_references(config: Any, path: str) -> None:
+    """Load every model's reference as ``run`` would; a problem names the file, the key
+    path and the reason."""
+    from consumers.model_specs import load_reference
+
+    base = Path(path).resolve().parent
+    problems = []
+    for i, model in enumerate(config.models):
+        if model.reference.path is None:
+            continue
+        try:
+            load_reference(model, base)
+        except (ConsumersError, MonitorError, OSError, ValueError) as exc:
+            problems.append((f"models[{i}].reference.path", str(exc)))
+    if problems:
+        (key, reason), *more = problems
+        raise ConfigError(path, key, reason, more=more)
 
 
 def _reference_build(args: argparse.Namespace) -> int:

@@ -175,10 +175,14 @@ class BatchDecoder:
         max_future: float | None = None,
         max_age: float | None = None,
         extra_features: str = "count",
+        max_id_length: int = 256,
+        max_features: int = 1000,
     ) -> None:
         if extra_features not in ("allow", "count", "reject"):
             raise ValueError(f"extra_features must be allow, count or reject: {extra_features!r}")
         self.max_record_bytes = max_record_bytes
+        self.max_id_length = max_id_length
+        self.max_features = max_features
         self.max_future = max_future
         self.max_age = max_age
         self.extra_features = extra_features
@@ -246,12 +250,20 @@ class BatchDecoder:
         lat = batch.latency_ms
         bad_latency = ~np.isnan(lat) & ~((lat >= 0) & (lat <= MAX_LATENCY_MS))
         bad_time = out_of_range(batch.event_time, now, self.max_future, self.max_age)
-        bad = bad_time | bad_latency
+        limit = self.max_id_length
+        long_id = np.fromiter((len(e) > limit for e in batch.event_id), bool, len(batch))
+        bad = bad_time | bad_latency | long_id
         if not bad.any():
             return batch
         t = batch.event_time
         for j in np.flatnonzero(bad).tolist():
-            if bad_time[j]:
+            if long_id[j]:
+                reason = Reason.INVALID_FIELD
+                message = (
+                    f"event_id of {len(batch.event_id[j])} characters > limit {limit} "
+                    "(validation.max_id_length)"
+                )
+            elif bad_time[j]:
                 reason = Reason.TIMESTAMP_OUT_OF_RANGE
                 assert now is not None
                 message = time_message(float(t[j]), now, self.max_future, self.max_age)
@@ -341,6 +353,13 @@ class BatchDecoder:
         features = data.get("features")
         if not isinstance(features, dict):
             reject(Reason.INVALID_FIELD, "features: required object", model)
+            return None
+        if len(features) > self.max_features:
+            reject(
+                Reason.INVALID_FIELD,
+                f"{len(features)} features > limit {self.max_features} (validation.max_features)",
+                model,
+            )
             return None
         if codec is None:
             raw_rows.setdefault(model, []).append(
@@ -606,9 +625,13 @@ class GroundTruthDecoder:
         max_record_bytes: int = 1 << 20,
         max_future: float | None = None,
         max_age: float | None = None,
+        max_id_length: int = 256,
+        max_label_length: int = 256,
     ) -> None:
         self.models = frozenset(models)
         self.max_record_bytes = max_record_bytes
+        self.max_id_length = max_id_length
+        self.max_label_length = max_label_length
         self.max_future = max_future
         self.max_age = max_age
         self._decoder = msgspec.json.Decoder(_GroundTruth)
@@ -644,6 +667,20 @@ class GroundTruthDecoder:
                 out.invalid.append(
                     Invalid(i, "unknown", Reason.UNKNOWN_MODEL, f"model {gt.model[:100]!r}")
                 )
+                continue
+            if len(gt.event_id) > self.max_id_length:
+                message = (
+                    f"event_id of {len(gt.event_id)} characters > limit {self.max_id_length} "
+                    "(validation.max_id_length)"
+                )
+                out.invalid.append(Invalid(i, gt.model, Reason.INVALID_FIELD, message))
+                continue
+            if isinstance(gt.label, str) and len(gt.label) > self.max_label_length:
+                message = (
+                    f"label of {len(gt.label)} characters > limit {self.max_label_length} "
+                    "(validation.max_label_length)"
+                )
+                out.invalid.append(Invalid(i, gt.model, Reason.INVALID_FIELD, message))
                 continue
             t = _epoch(gt.timestamp, record_times[i])
             if out_of_range(np.array([t]), now, self.max_future, self.max_age)[0]:

@@ -35,6 +35,7 @@ class ModelCounters:
     delay_sum: float = 0.0
     unjoined: Mapping[str, int] = field(default_factory=dict)
     labels_outside_window: int = 0
+    labels_unknown_class: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,17 +156,24 @@ class DriftlineCollector(Collector):
             "Predictions or labels that never joined (expired, evicted, duplicate)",
             labels=["model", "reason"],
         )
+        unknown = CounterMetricFamily(
+            "driftline_labels_unknown_class",
+            "Joined labels that are no class the model knows (after label normalisation)",
+            labels=["model"],
+        )
         for model, c in sorted(s.counters.items()):
             delay.add_metric([model], _buckets(DELAY_BUCKETS, c.delay_buckets), c.delay_sum)
             for reason, n in sorted(c.unjoined.items()):
                 unjoined.add_metric([model, reason], n)
             unjoined.add_metric([model, "outside_window"], c.labels_outside_window)
+            unknown.add_metric([model], c.labels_unknown_class)
         yield events
         yield late
         yield future
         yield latency
         yield delay
         yield unjoined
+        yield unknown
 
         invalid = CounterMetricFamily(
             "driftline_events_invalid_total",

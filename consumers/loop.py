@@ -45,6 +45,7 @@ from consumers.checkpoints import (
     decode_checkpoint,
     encode_checkpoint,
 )
+from consumers.dead_letter_log import DeadLetterLog
 from consumers.decoding import DecodedBatch, GroundTruthBatch, Invalid
 from consumers.exceptions import ConsumersError
 from consumers.pane_records import encode_update
@@ -148,6 +149,7 @@ class ConsumerLoop:
         # they go out more often than checkpoints when idle_timeout is short
         self.heartbeat_interval = min(checkpoint_interval, service.config.windows.idle_timeout / 4)
         self._last_heartbeat = time.monotonic()
+        self.dead_letter_log = DeadLetterLog()
         #: pane records sent, not yet known to be durable, and records to send again
         self._inflight: list[tuple[Any, PaneUpdate]] = []
         self._retry: list[PaneUpdate] = []
@@ -251,12 +253,14 @@ class ConsumerLoop:
                         else:
                             self._publish(self.service.handle(batch, now, tp.partition, version))
                     self.batches += 1
+                self.dead_letter_log.flush()
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
                     self.checkpoint_and_commit(self._positions)
                 elif time.monotonic() - self._last_heartbeat >= self.heartbeat_interval:
                     self._heartbeat()
             clean = True
         finally:
+            self.dead_letter_log.flush(force=True)
             self.service.assigned = False
             if clean:  # after an error the state may be ahead of its offsets: no checkpoint
                 self.checkpoint_and_commit(self._positions)
@@ -584,16 +588,8 @@ class ConsumerLoop:
         return decoded
 
     def _send_dead_letter(self, producer: Any, record: Any, inv: Invalid) -> Any:
-        log.warning(
-            "dead-lettered record",
-            extra={
-                "model": inv.model,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "reason": inv.reason,
-                "detail": inv.message,
-            },
+        self.dead_letter_log.record(
+            inv.model, inv.reason, record.topic, record.partition, record.offset, inv.message
         )
         return producer.send(
             self.kafka.dead_letter_topic,

@@ -92,7 +92,12 @@ def accumulators_of(
         positive = settings.positive_label if settings.positive_label is not None else "1"
         threshold = settings.decision_threshold
         return (
-            accumulator_for(task, positive_label=positive, decision_threshold=threshold),
+            accumulator_for(
+                task,
+                positive_label=positive,
+                decision_threshold=threshold,
+                negative_label=settings.negative_label,
+            ),
             ExpectedPerformance(threshold),
         )
     if task == "regression":

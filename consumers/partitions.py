@@ -23,12 +23,12 @@ from consumers.checkpoints import RestoreError
 from consumers.decoding import DecodedBatch, GroundTruthBatch
 from consumers.model_specs import ModelSpec
 from monitor.events import EventBatch
-from monitor.label_join import LabelJoin
+from monitor.label_join import Joined, LabelJoin
 from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor
 from monitor.pane_merge import PaneUpdate
 from monitor.reference import ReferenceProfile
 from monitor.schema import FeatureSpec
-from monitor.stream_reference import typed_batch
+from monitor.stream_reference import MAX_NAME_LENGTH, typed_batch
 
 __all__ = ["InputPartitions", "PartitionCounters", "RestoreError"]
 
@@ -71,6 +71,7 @@ class PartitionCounters:
     delay_sum: float = 0.0
     unjoined: Counter[str] = field(default_factory=Counter)
     labels_outside_window: int = 0
+    labels_unknown_class: int = 0
     window_events: int = 0  # this instance's partitions only (the merged count is stage 2's)
 
 
@@ -81,8 +82,10 @@ class InputPartitions:
         self,
         specs: Mapping[str, ModelSpec],
         on_schema: Callable[[str, Sequence[FeatureSpec]], None],
+        max_id_length: int = 256,
     ) -> None:
         self.specs = specs
+        self.max_id_length = max_id_length
         self._on_schema = on_schema
         self._slots: dict[int, dict[str, _Slot]] = {}
         self._invalid: dict[int, Counter[tuple[str, str]]] = {}
@@ -93,6 +96,7 @@ class InputPartitions:
         #: unexpected feature names counted per partition and model (checkpointed with
         #: the partition, so a replay does not count them twice)
         self._extra: dict[int, dict[str, Counter[str]]] = {}
+        self._warned_unknown: set[str] = set()
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -101,7 +105,8 @@ class InputPartitions:
         slot = slots.get(model)
         if slot is None:
             labels = self.specs[model].settings.labels
-            slot = slots[model] = _Slot(LabelJoin(ttl=labels.ttl, capacity=labels.capacity))
+            capacity = labels.capacity_within(self.max_id_length)
+            slot = slots[model] = _Slot(LabelJoin(ttl=labels.ttl, capacity=capacity))
         return slot
 
     def _monitor(self, slot: _Slot, spec: ModelSpec) -> ModelMonitor | None:
@@ -151,7 +156,7 @@ class InputPartitions:
                 batch.event_id, batch.event_time, batch.score, batch.label, batch.model_version, now
             )
             if len(joined):
-                monitor.add_joined(joined)
+                self._add_joined(name, monitor, joined)
             if moved:
                 updates.append(self._update(partition, name, slot, monitor, v))
         return updates
@@ -170,7 +175,21 @@ class InputPartitions:
             slot.ground_truth += len(ids)
             joined = slot.join.add_labels(ids, y_true, times, now)
             if len(joined) and slot.monitor is not None:
-                slot.monitor.add_joined(joined)
+                self._add_joined(name, slot.monitor, joined)
+
+    def _add_joined(self, model: str, monitor: ModelMonitor, joined: Joined) -> None:
+        """Count joined pairs; the first label of a class the model does not know is
+        warned about once per model (then only counted)."""
+        before = monitor.labels_unknown_class
+        monitor.add_joined(joined)
+        if monitor.labels_unknown_class > before and model not in self._warned_unknown:
+            self._warned_unknown.add(model)
+            log.warning(
+                "a label matches no class of the model; counted in "
+                "driftline_labels_unknown_class_total (labels are compared after the "
+                "normalisation the README describes: check positive_label/negative_label)",
+                extra={"model": model, "label": str(monitor.unknown_label_sample)[:100]},
+            )
 
     @staticmethod
     def _jump_warning(spec: ModelSpec) -> float:
@@ -347,7 +366,11 @@ class InputPartitions:
                 profile = profiles[name] = ReferenceProfile.from_dict(data["profile"])
             labels = spec.settings.labels
             slot = _Slot(
-                LabelJoin.restore(data["join"], ttl=labels.ttl, capacity=labels.capacity),
+                LabelJoin.restore(
+                    data["join"],
+                    ttl=labels.ttl,
+                    capacity=labels.capacity_within(self.max_id_length),
+                ),
                 predictions=int(data["predictions"]),
                 ground_truth=int(data.get("ground_truth", 0)),
                 active_at=float(data.get("active_at", -math.inf)),
@@ -406,6 +429,7 @@ class InputPartitions:
                 c.delay_buckets += m.delay_buckets
                 c.delay_sum += m.delay_sum
                 c.labels_outside_window += m.labels_outside_window
+                c.labels_unknown_class += m.labels_unknown_class
                 c.window_events += m.window.window.events
         return out
 
@@ -425,10 +449,13 @@ def _typed(batch: EventBatch, profile: ReferenceProfile | None) -> EventBatch:
 
 
 def _add_capped(counted: Counter[str], extra: Mapping[str, int]) -> None:
-    """Add ``extra`` to ``counted``; names past ``MAX_UNEXPECTED_NAMES`` go to
-    ``OTHER_FEATURES``, so the label values exported stay bounded."""
+    """Add ``extra`` to ``counted``; names past ``MAX_UNEXPECTED_NAMES`` and names longer
+    than ``MAX_NAME_LENGTH`` go to ``OTHER_FEATURES``, so the label values exported stay
+    bounded in number and in length."""
     for name, n in extra.items():
-        if name in counted or len(counted) < MAX_UNEXPECTED_NAMES:
+        if len(name) > MAX_NAME_LENGTH:
+            counted[OTHER_FEATURES] += n
+        elif name in counted or len(counted) < MAX_UNEXPECTED_NAMES:
             counted[name] += n
         else:
             counted[OTHER_FEATURES] += n

@@ -17,6 +17,7 @@ thread, so a broker that is down when the app starts delays nothing but the even
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
 import threading
@@ -29,6 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import msgspec
+import numpy as np
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
@@ -106,6 +108,12 @@ def format_timestamp(value: float | datetime) -> str:
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+def _has_nonfinite(features: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(v, float | np.floating) and not math.isfinite(v) for v in features.values()
+    )
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -224,7 +232,14 @@ class PredictionLogger:
             latency_ms=latency_ms,
             tags=tags if tags is None or isinstance(tags, dict) else dict(tags),
         )
-        self._put(self.predictions_topic, event_id, self._encoder.encode(event))
+        if _has_nonfinite(event.features):
+            # JSON has no NaN or infinity: msgspec would write null (a missing value); the
+            # NaN/Infinity literals that driftline's decoder reads keep them non-finite
+            builtins = msgspec.to_builtins(event, enc_hook=_enc_hook)
+            value = json.dumps(builtins, separators=(",", ":"), allow_nan=True).encode()
+        else:
+            value = self._encoder.encode(event)
+        self._put(self.predictions_topic, event_id, value)
         return event_id
 
     def log_ground_truth(

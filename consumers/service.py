@@ -93,14 +93,18 @@ class Service:
             max_future=v.max_future,
             max_age=v.max_age,
             extra_features=v.extra_features,
+            max_id_length=v.max_id_length,
+            max_features=v.max_features,
         )
         self.ground_truth_decoder = GroundTruthDecoder(
             self.specs,
             max_record_bytes=v.max_record_bytes,
             max_future=v.max_future,
             max_age=v.max_age,
+            max_id_length=v.max_id_length,
+            max_label_length=v.max_label_length,
         )
-        self.inputs = InputPartitions(self.specs, self._set_schema)
+        self.inputs = InputPartitions(self.specs, self._set_schema, v.max_id_length)
         self.owner = ModelOwner(
             self.specs, w.pane, self.windows.size_panes, w.idle_timeout, v.max_future
         )
@@ -291,6 +295,7 @@ class Service:
                     delay_sum=c.delay_sum,
                     unjoined=dict(c.unjoined),
                     labels_outside_window=c.labels_outside_window,
+                    labels_unknown_class=c.labels_unknown_class,
                     late=c.late,
                     future=c.future,
                     latency_buckets=tuple(c.latency_buckets.tolist()),

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from monitor.drift import DEFAULT_THRESHOLDS
+from monitor.labels import normalize_label
 
 __all__ = [
     "RULE_METRICS",
@@ -153,6 +154,12 @@ class ValidationSettings(_Settings):
     """Event-level checks; a record failing one goes to the dead-letter topic."""
 
     max_record_bytes: int = Field(1 << 20, gt=0)
+    #: longer event ids are refused (they are held by the label join until joined)
+    max_id_length: int = Field(256, gt=0)
+    #: events with more feature keys are refused
+    max_features: int = Field(1000, gt=0)
+    #: longer ground-truth labels are refused (held by the label join too)
+    max_label_length: int = Field(256, gt=0)
     #: timestamps further ahead of the wall clock than this are rejected
     max_future: Duration = 3600.0
     #: timestamps older than this are rejected (as old as the label-join TTL by default)
@@ -303,11 +310,29 @@ class QualitySettings(_Settings):
     range_margin: float = Field(0.0, ge=0)
 
 
+#: bytes a pending label-join entry takes besides its event id (arrays and index; measured
+#: 110, rounded up)
+JOIN_ENTRY_BYTES = 160
+
+
 class LabelSettings(_Settings):
     """How long and how many predictions wait for their ground truth, and vice versa."""
 
     ttl: Duration = 7 * 86400.0
     capacity: int = Field(1_000_000, ge=1)
+    #: memory of one side of one partition's join, in bytes: the capacity is lowered to
+    #: fit it at the longest event id allowed (``validation.max_id_length``)
+    max_bytes: int = Field(512 << 20, ge=1 << 20)
+
+    def capacity_within(self, max_id_length: int) -> int:
+        """The capacity that keeps a join side within :attr:`max_bytes` (measured: about
+        110 bytes of arrays and index per entry, plus the id string, 49 + its length).
+
+        >>> LabelSettings(capacity=10**6, max_bytes=64 << 20).capacity_within(256)
+        144320
+        """
+        per_entry = JOIN_ENTRY_BYTES + 49 + max_id_length
+        return max(1, min(self.capacity, self.max_bytes // per_entry))
 
 
 class BinningSettings(_Settings):
@@ -327,7 +352,11 @@ class ModelSettings(_Settings):
     task: Literal["binary_classification", "multiclass_classification", "regression"] = (
         "binary_classification"
     )
+    #: the positive class, compared after the label normalisation of the README (1, 1.0,
+    #: "1" and true are one class); the negative one, when given, makes other labels
+    #: "unknown class" (a 0/1 model's is 0 without saying)
     positive_label: str | None = None
+    negative_label: str | None = None
     decision_threshold: float = Field(0.5, ge=0, le=1)
     reference: ReferenceSettings
     #: optional; inferred from the reference when empty, the full schema otherwise
@@ -337,10 +366,23 @@ class ModelSettings(_Settings):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
 
+    @field_validator("positive_label", "negative_label", mode="before")
+    @classmethod
+    def _label(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict | list):
+            return value  # refused by the type check, with its usual message
+        label = normalize_label(value)
+        if label is None:
+            raise ValueError(f"{value!r} is no label")
+        return label
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.positive_label is not None and self.task != "binary_classification":
-            raise ValueError("@positive_label: applies to binary_classification only")
+        for key in ("positive_label", "negative_label"):
+            if getattr(self, key) is not None and self.task != "binary_classification":
+                raise ValueError(f"@{key}: applies to binary_classification only")
+        if self.negative_label is not None and self.negative_label == (self.positive_label or "1"):
+            raise ValueError("@negative_label: must differ from positive_label")
         for name, o in self.drift.overrides.items():
             key = f"drift.overrides.{name}"
             feature = self.features.get(name)

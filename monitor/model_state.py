@@ -83,6 +83,9 @@ class ModelMonitor:
         )
         self.labels_joined = 0
         self.labels_outside_window = 0
+        #: joined labels that are no class the model knows (after normalisation), and one
+        self.labels_unknown_class = 0
+        self.unknown_label_sample: str | None = None
         self.delay_buckets = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
         self.delay_sum = 0.0
         self.events_total = 0
@@ -125,6 +128,7 @@ class ModelMonitor:
             "latency_sum": self.latency_sum,
             "labels_joined": self.labels_joined,
             "labels_outside_window": self.labels_outside_window,
+            "labels_unknown_class": self.labels_unknown_class,
             "delay_buckets": self.delay_buckets.copy(),
             "delay_sum": self.delay_sum,
             "window": self.window.snapshot(PaneCounts.snapshot),
@@ -145,6 +149,7 @@ class ModelMonitor:
         self.latency_sum = float(data["latency_sum"])
         self.labels_joined = int(data.get("labels_joined", 0))
         self.labels_outside_window = int(data.get("labels_outside_window", 0))
+        self.labels_unknown_class = int(data.get("labels_unknown_class", 0))
         buckets = data.get("delay_buckets")
         if buckets is not None:
             self.delay_buckets = np.asarray(buckets, dtype=np.int64).copy()
@@ -235,6 +240,10 @@ class ModelMonitor:
         self.labels_joined += n
         if self.performance is None:
             return 0
+        unknown, sample = self.performance.unknown_labels(joined.y_true)
+        if unknown:
+            self.labels_unknown_class += unknown
+            self.unknown_label_sample = sample
         panes = self.window.pane_indices(joined.prediction_time)
         uniq, local = np.unique(panes, return_inverse=True)
         outside = 0

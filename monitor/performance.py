@@ -38,6 +38,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from monitor.labels import normalize_label, normalize_labels
+
 __all__ = [
     "BINARY_METRICS",
     "EXPECTED_METRICS",
@@ -103,19 +105,36 @@ class PerformanceAccumulator(Protocol):
         """The metrics defined on ``acc``; an empty dict when it holds no pairs."""
         ...
 
+    def unknown_labels(self, y_true: ArrayLike) -> tuple[int, str | None]:
+        """How many of these ground-truth labels match no class the model knows, and one
+        of them (``0, None`` for a task without a closed set of classes)."""
+        ...
+
+
+def _unknown(y_true: ArrayLike, known: frozenset[str] | None) -> tuple[int, str | None]:
+    if known is None:
+        return 0, None
+    y = normalize_labels(y_true)
+    bad = _present(y) & ~np.isin(y.astype(str), list(known))
+    n = int(np.count_nonzero(bad))
+    return n, (str(y[np.argmax(bad)]) if n else None)
+
 
 def accumulator_for(
     task: str,
     *,
-    positive_label: str | None,
+    positive_label: object | None,
     decision_threshold: float = 0.5,
     classes: Sequence[str] | None = None,
+    negative_label: object | None = None,
 ) -> PerformanceAccumulator:
     """The accumulator of a model's task (one of :data:`TASKS`)."""
     if task == "binary_classification":
         if positive_label is None:
             raise ValueError("binary_classification needs a positive_label")
-        return BinaryClassificationPerformance(positive_label, decision_threshold)
+        return BinaryClassificationPerformance(
+            positive_label, decision_threshold, negative_label=negative_label
+        )
     if task == "multiclass_classification":
         if classes is None:
             raise ValueError("multiclass_classification needs its list of classes")
@@ -206,11 +225,26 @@ class BinaryClassificationPerformance:
     _PAIRS, _TP, _FP, _FN, _TN, _SCORED, _LOG_LOSS, _BRIER = range(8)
 
     def __init__(
-        self, positive_label: str, decision_threshold: float = 0.5, bins: int = SCORE_BINS
+        self,
+        positive_label: object,
+        decision_threshold: float = 0.5,
+        bins: int = SCORE_BINS,
+        *,
+        negative_label: object | None = None,
     ) -> None:
         if bins < 1:
             raise ValueError("bins must be >= 1")
-        self.positive_label = str(positive_label)
+        positive = normalize_label(positive_label)
+        if positive is None:
+            raise ValueError(f"positive_label {positive_label!r} is no label")
+        self.positive_label = positive
+        negative = normalize_label(negative_label)
+        if negative is None and positive == "1":
+            negative = "0"  # a 0/1 model (also true/false)
+        #: the classes a label may be; ``None``: anything but the positive one is negative
+        self.known: frozenset[str] | None = (
+            None if negative is None else frozenset({positive, negative})
+        )
         self.decision_threshold = float(decision_threshold)
         self.bins = bins
         self._hist = 8
@@ -227,15 +261,13 @@ class BinaryClassificationPerformance:
         probabilities: ArrayLike | None = None,
     ) -> Vector:
         """The vector of these pairs; ``probabilities`` is not used by this task."""
-        y = _objects(y_true, None, "y_true")
+        y = normalize_labels(_objects(y_true, None, "y_true"))
         s = _floats(score, y.size, "score")
-        lab = _objects(label, y.size, "label")
-        pos = y.astype(str) == self.positive_label
+        lab = normalize_labels(_objects(label, y.size, "label"))
+        pos = y == self.positive_label
         has_score = ~np.isnan(s)
         has_label = _present(lab)
-        pred = np.where(
-            has_score, s >= self.decision_threshold, lab.astype(str) == self.positive_label
-        )
+        pred = np.where(has_score, s >= self.decision_threshold, lab == self.positive_label)
         counted = _present(y) & (has_score | has_label)
         pos, neg, pred, scored = pos[counted], ~pos[counted], pred[counted], has_score[counted]
         s = s[counted]
@@ -276,6 +308,9 @@ class BinaryClassificationPerformance:
         _put(out, "brier", _ratio(float(acc[self._BRIER]), scored))
         return out
 
+    def unknown_labels(self, y_true: ArrayLike) -> tuple[int, str | None]:
+        return _unknown(y_true, self.known)
+
 
 class MulticlassClassificationPerformance:
     """A confusion matrix over ``classes`` plus one "other" class, and a log-loss sum.
@@ -292,7 +327,7 @@ class MulticlassClassificationPerformance:
     _PAIRS, _SCORED, _LOG_LOSS = range(3)
 
     def __init__(self, classes: Sequence[str]) -> None:
-        names = [str(c) for c in classes]
+        names = [n for n in (normalize_label(c) for c in classes) if n is not None]
         if len(names) < 2 or len(set(names)) != len(names):
             raise ValueError("multiclass_classification needs at least two distinct classes")
         self.classes = tuple(names)
@@ -304,7 +339,8 @@ class MulticlassClassificationPerformance:
         return np.zeros(self.size)
 
     def _codes(self, values: NDArray[np.object_]) -> NDArray[np.intp]:
-        """Class index of each value; "other" (k - 1) for unknown ones and for ``None``."""
+        """Class index of each (normalised) value; "other" (k - 1) for unknown ones and for
+        ``None``."""
         uniq, inverse = np.unique(values.astype(str), return_inverse=True)
         lut = np.array([self._index.get(u, self.k - 1) for u in uniq.tolist()], dtype=np.intp)
         return lut[inverse.ravel()]
@@ -317,8 +353,8 @@ class MulticlassClassificationPerformance:
         probabilities: ArrayLike | None = None,
     ) -> Vector:
         """The vector of these pairs; ``score`` is not used by this task."""
-        y = _objects(y_true, None, "y_true")
-        lab = _objects(label, y.size, "label")
+        y = normalize_labels(_objects(y_true, None, "y_true"))
+        lab = normalize_labels(_objects(label, y.size, "label"))
         truth, y_ok = self._codes(y), _present(y)
         pred, pred_ok = self._codes(lab), _present(lab)
         out = self.zeros()
@@ -370,6 +406,9 @@ class MulticlassClassificationPerformance:
             out["f1"] = float(f1.mean())
         _put(out, "log_loss", _ratio(float(acc[self._LOG_LOSS]), float(acc[self._SCORED])))
         return out
+
+    def unknown_labels(self, y_true: ArrayLike) -> tuple[int, str | None]:
+        return _unknown(y_true, frozenset(self.classes))
 
 
 class RegressionPerformance:
@@ -432,6 +471,9 @@ class RegressionPerformance:
         if n >= 2 and sst > 1e-12 * y2:
             out["r2"] = 1.0 - sse / sst
         return out
+
+    def unknown_labels(self, y_true: ArrayLike) -> tuple[int, str | None]:
+        return 0, None  # any number is a target
 
 
 class ExpectedPerformance:

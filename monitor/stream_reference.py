@@ -12,7 +12,35 @@ from monitor.events import MISMATCH, NONFINITE, EventBatch
 from monitor.reference import PREDICTION, BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
 
-__all__ = ["StreamReference", "typed_batch"]
+__all__ = ["MAX_INFERRED_FEATURES", "MAX_NAME_LENGTH", "StreamReference", "typed_batch"]
+
+#: features a reference inferred from the stream keeps: those present in the most events
+#: (a producer's junk keys in a few events do not become hundreds of features and series)
+MAX_INFERRED_FEATURES = 200
+#: longer feature names are never inferred as features (nor exported as label values)
+MAX_NAME_LENGTH = 128
+
+
+def inferred_columns(columns: dict[str, NDArray[Any]], n: int) -> dict[str, NDArray[Any]]:
+    """The columns worth a feature: names of at most :data:`MAX_NAME_LENGTH` characters,
+    present (non-missing) in at least 1% of the ``n`` events, the
+    :data:`MAX_INFERRED_FEATURES` most present ones.
+
+    >>> cols = {"a": np.array([1.0, 2.0]), "b" * 200: np.array([1.0, 1.0])}
+    >>> list(inferred_columns(cols, 2))
+    ['a']
+    """
+
+    def present(values: NDArray[Any]) -> int:
+        if values.dtype.kind == "f":
+            return int(np.count_nonzero(~np.isnan(values)))
+        return int(np.count_nonzero(np.not_equal(values, np.array(None, dtype=object))))
+
+    counts = {name: present(v) for name, v in columns.items() if len(name) <= MAX_NAME_LENGTH}
+    keep = [name for name, c in counts.items() if c > 0 and c >= 0.01 * n]
+    keep.sort(key=lambda name: -counts[name])
+    chosen = set(keep[:MAX_INFERRED_FEATURES])
+    return {name: v for name, v in columns.items() if name in chosen}
 
 
 class StreamReference:
@@ -67,6 +95,8 @@ class StreamReference:
             return None
         merged = _merge(self._parts)
         columns: dict[str, NDArray[Any]] = {**merged.categorical, **merged.numerical}
+        if not self.specs:  # inferred: bounded, whatever the producers sent
+            columns = inferred_columns(columns, len(merged))
         if np.isfinite(merged.score).any():
             columns[PREDICTION] = merged.score
         elif any(v is not None for v in merged.label.tolist()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
+from prometheus_client import generate_latest
 
 from consumers.decoding import Reason
 from consumers.http import HttpServer
@@ -283,3 +285,74 @@ def test_unwritable_dead_letter_topic_blocks_the_commit(
     committed = admin.list_group_offsets(group).get(group, {})
     admin.close()
     assert sum(meta.offset for meta in committed.values()) == 11
+
+
+def test_six_hundred_dead_letters_log_a_few_lines_and_count_all(
+    tmp_path, kafka_bootstrap, make_topic, make_group, consumer_config, caplog
+):
+    topic, dlq = make_topic(), make_topic()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=10)
+    for i in range(300):
+        producer.send(topic, value=b"{not json")
+        producer.send(topic, value=enc({**valid_event(i, time.time()), "model": "nobody"}))
+    producer.flush()
+    producer.close()
+    caplog.set_level(logging.WARNING, logger="driftline.consumer")
+    service, stop, thread = make_service(
+        tmp_path, kafka_bootstrap, topic, dlq, make_group(), consumer_config
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and sum(service.snapshot().invalid.values()) < 600:
+            time.sleep(0.2)
+        invalid = service.snapshot().invalid  # counted per partition: read before it goes
+    finally:
+        stop.set()
+        thread.join(15)  # the loop sums up what it held back when it stops
+    assert sum(invalid.values()) == 600, invalid
+    lines = [r for r in caplog.records if r.getMessage().startswith("dead-lettered")]
+    # one line at once per (model, reason), one summary of the rest with a sample record
+    assert 2 <= len(lines) <= 4, [r.getMessage() for r in lines]
+    summed = sum(getattr(r, "count", 1) for r in lines)
+    assert summed == 600
+    assert {r.reason for r in lines} == {Reason.INVALID_JSON, Reason.UNKNOWN_MODEL}
+    assert all(isinstance(r.offset, int) for r in lines)
+
+
+def test_sizes_are_bounded_by_length_not_only_by_count(
+    tmp_path, kafka_bootstrap, make_topic, make_group, consumer_config
+):
+    """Long feature names, long event ids and events with thousands of keys cannot grow
+    /metrics or the state: refused or counted under one bounded label value."""
+    topic, dlq = make_topic(), make_topic()
+    now = time.time()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=10)
+    for i in range(60):  # a 30 KB unexpected feature name, different each time
+        features = {"amount": 50.0, "country": "FR", f"{i}{'x' * 30_000}": 1}
+        producer.send(topic, value=enc(valid_event(i, now, **features)))
+    for i in range(20):  # event ids of 30 KB (the records stay under max_record_bytes)
+        producer.send(topic, value=enc({**valid_event(100 + i, now), "event_id": "e" * 30_000}))
+    wide = {f"k{j}": j for j in range(3000)}
+    producer.send(topic, value=enc(valid_event(200, now, amount=1.0, country="FR", **wide)))
+    producer.flush()
+    producer.close()
+    service, stop, thread = make_service(
+        tmp_path, kafka_bootstrap, topic, dlq, make_group(), consumer_config
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            snap = service.snapshot()
+            if snap.counters["fraud"].predictions + sum(snap.invalid.values()) >= 81:
+                break
+            time.sleep(0.2)
+        snap = service.snapshot()
+        text = generate_latest(service.registry).decode()
+    finally:
+        stop.set()
+        thread.join(15)
+    assert snap.counters["fraud"].predictions == 60
+    assert snap.invalid == {("fraud", Reason.INVALID_FIELD): 21}
+    assert len(text) < 100_000, len(text)  # was 1.8 MB: one 30 KB label value per name
+    assert max(len(line) for line in text.splitlines()) < 1000
+    assert 'feature="__other__"' in text

@@ -319,3 +319,30 @@ def test_run_broker_serves_until_sigterm():
             proc.kill()
             proc.wait()
     assert nothing_listens(port)
+
+
+def test_prediction_logger_keeps_nan_and_infinity_non_finite(
+    kafka_bootstrap, make_topic, make_group, consumer_config
+):
+    """NaN and infinity go out as the literals the decoder reads, so the service counts
+    them as non-finite values, not as missing ones (JSON's null)."""
+    from consumers.decoding import BatchDecoder
+    from monitor.events import NONFINITE
+    from monitor.schema import FeatureKind, FeatureSpec
+
+    topic = make_topic()
+    sent = [float("nan"), float("inf"), float("-inf"), 1.5, None]
+    with PredictionLogger(kafka_bootstrap, predictions_topic=topic) as logger:
+        for v in sent:
+            logger.log_prediction("m", {"x": v, "c": "a"}, 0.5, timestamp=T0)
+    records = consume_all(kafka_bootstrap, [topic], make_group(), consumer_config(), len(sent))
+    values = [r.value for r in sorted(records, key=lambda r: r.offset)]
+    decoder = BatchDecoder(
+        {"m": [FeatureSpec("x", FeatureKind.NUMERICAL), FeatureSpec("c", FeatureKind.CATEGORICAL)]}
+    )
+    batch = decoder.decode(values, [T0] * len(values)).batches["m"]
+    assert (batch.flags["x"] == NONFINITE).tolist() == [True, True, True, False, False]
+    assert batch.numerical["x"][3] == 1.5
+    assert b"NaN" in values[0]
+    assert b"Infinity" in values[1]
+    assert b"-Infinity" in values[2]

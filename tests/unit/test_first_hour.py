@@ -147,24 +147,25 @@ def test_init_infers_regression_and_multiclass(tmp_path):
 
 
 def test_a_missing_reference_file_is_a_configuration_error_with_its_key(tmp_path, capsys):
-    (tmp_path / "ref.csv").write_text("x,prediction\n1,0.5\n2,0.4\n")
+    rows = "x,prediction\n" + "".join(f"{i},{i / 100}\n" for i in range(50))
+    (tmp_path / "ref.csv").write_text(rows)
     cfg = tmp_path / "driftline.yaml"
     cfg.write_text(
         "models:\n"
         "  - {name: a, reference: {path: ref.csv}}\n"
         "  - {name: b, reference: {path: missing.csv}}\n"
-        "  - {name: c, reference: {path: sub}}\n"
+        "  - {name: c, reference: {path: sub.csv}}\n"
     )
-    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub.csv").mkdir()
     assert main(["check-config", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert f"models[1].reference.path: no such file: {tmp_path / 'missing.csv'}" in err
     assert "models[2].reference.path: is a directory" in err
     assert "models[0]" not in err
     # relative to the configuration file, not to the working directory
-    (tmp_path / "missing.csv").write_text("x,prediction\n1,0.5\n")
-    (tmp_path / "sub").rmdir()
-    (tmp_path / "sub").write_text("x,prediction\n1,0.5\n")
+    (tmp_path / "missing.csv").write_text(rows)
+    (tmp_path / "sub.csv").rmdir()
+    (tmp_path / "sub.csv").write_text(rows)
     assert main(["check-config", "--config", str(cfg)]) == 0
 
 
@@ -179,3 +180,19 @@ def test_init_names_a_reference_outside_the_config_directory_absolutely(tmp_path
     assert config.models[0].reference.path == str(ref.resolve())
     assert config.kafka.consumer == {"max_poll_interval_ms": 10000}
     assert main(["check-config", "--config", str(out)]) == 0
+
+
+def test_check_config_loads_every_reference_and_names_the_key(tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("x,prediction\n1,2,3\n")
+    (tmp_path / "empty.csv").write_text("x,prediction\n")
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text(
+        "models:\n"
+        "  - {name: a, reference: {path: bad.csv}}\n"
+        "  - {name: b, reference: {path: empty.csv}}\n"
+    )
+    assert main(["check-config", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].reference.path: " in err
+    assert "bad.csv: cannot read reference data" in err
+    assert "models[1].reference.path: the reference has no rows" in err

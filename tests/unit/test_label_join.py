@@ -325,3 +325,33 @@ def test_arguments_are_checked() -> None:
         LabelJoin(capacity=0)
     with pytest.raises(ValueError, match="one value per event"):
         LabelJoin().add_labels(["a", "b"], np.array(["x"], dtype=object), np.zeros(2), now=0.0)
+
+
+def test_a_join_side_stays_within_its_byte_budget_at_the_longest_ids():
+    """labels.max_bytes bounds the memory, whatever the ids: measured with tracemalloc."""
+    import gc
+    import tracemalloc
+
+    from monitor.config import LabelSettings
+
+    budget = 2 << 20
+    capacity = LabelSettings(max_bytes=budget).capacity_within(256)
+    n = 4 * capacity
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        join = LabelJoin(ttl=86400.0, capacity=capacity)
+        for start in range(0, n, 1000):  # in batches, as the consumer feeds it
+            ids = [f"{i:0256d}" for i in range(start, start + 1000)]
+            t = np.full(1000, 1000.0 + start)
+            none = np.full(1000, None, dtype=object)
+            join.add_predictions(ids, t, np.random.random(1000), none, none, 1000.0)
+            del ids
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert join.pending_predictions == capacity
+    assert used <= budget, used
+    assert used > budget / 3, used  # the estimate is not wildly loose either

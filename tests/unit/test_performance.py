@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn import metrics as skm
 
+from monitor.labels import normalize_label
 from monitor.performance import (
     PROBABILITY_EPS,
     SCORE_BINS,
@@ -123,11 +124,13 @@ def binary_batches(draw: st.DrawFn) -> tuple[Arrays, list[slice], int]:
 def binary_reference(pos: str, threshold: float) -> Callable[[Arrays], dict[str, float]]:
     def reference(arrays: Arrays) -> dict[str, float]:
         y, s, lab = arrays
-        truth = np.array([str(v) == pos for v in y], dtype=int)
+        # labels compared after the one documented normalisation (True is "1", ...)
+        y, lab = [normalize_label(v) for v in y], [normalize_label(v) for v in lab]
+        truth = np.array([v == pos for v in y], dtype=int)
         has_y = np.array([v is not None for v in y], dtype=bool)
         has_s = ~np.isnan(s)
         has_lab = np.array([v is not None for v in lab], dtype=bool)
-        by_label = np.array([str(v) == pos for v in lab], dtype=bool)
+        by_label = np.array([v == pos for v in lab], dtype=bool)
         pred = np.where(has_s, s >= threshold, by_label).astype(int)
         counted = has_y & (has_s | has_lab)
         yt, yp = truth[counted], pred[counted]

@@ -111,3 +111,32 @@ def test_service_builds_the_reference_from_the_stream_and_checkpoints_it():
     assert fresh.decoder.decode([event(1, "v1", 0.1)], [0.0]).batches["m"].numerical[
         "x"
     ].tolist() == [pytest.approx(0.1)]
+
+
+def test_junk_keys_of_a_few_events_do_not_become_features():
+    """One early event with 3 000 junk keys and a 500-character name: the inferred schema
+    keeps the real features only (was 3 002 features and 15 000 series)."""
+    from monitor.stream_reference import MAX_INFERRED_FEATURES
+
+    b = batch(500, "v1")
+    for j in range(3000):
+        col = np.full(500, None, dtype=object)
+        col[0] = j
+        b.categorical[f"junk{j}"] = col
+    long_name = np.empty(500, dtype=object)
+    long_name[:] = ["v"] * 500
+    b.categorical["n" * 500] = long_name  # present everywhere, but no name for a label
+    profile = StreamReference("m", events=500).add(b)
+    assert profile is not None
+    assert {f.name for f in profile.features} == {"x", "c"}
+    # many real features: the most present ones are kept, up to the cap
+    wide = batch(500, "v1")
+    for j in range(MAX_INFERRED_FEATURES + 50):
+        col = np.empty(500, dtype=object)
+        col[:] = [float(j)] * (500 - j) + [None] * j  # fewer values for later ones
+        wide.categorical[f"f{j:03d}"] = col
+    profile = StreamReference("m", events=500).add(wide)
+    assert profile is not None
+    assert len(profile.features) == MAX_INFERRED_FEATURES
+    assert "x" in {f.name for f in profile.features}
+    assert "f249" not in {f.name for f in profile.features}
