@@ -48,7 +48,7 @@ class FeatureEvaluation:
     method: str
     threshold: float
     scores: tuple[DriftScore, ...]
-    drifted: bool | None  # None: fewer than min_events in the window
+    drifted: bool | None  # None: fewer than min_events values of this feature in the window
     events: int
     missing_ratio: float
     type_mismatch_ratio: float

@@ -345,7 +345,10 @@ class ModelMonitor:
         scores = _scores(fs, window, choice.methods)
         decision = next((s for s in scores if s.method == choice.method), None)
         drifted = None
-        if decision is not None and window.events >= self.policy.min_events:
+        # judged on the feature's own values: a feature missing in 97% of a 1 000-event
+        # window has ~30 values, too few for a verdict
+        values = int(window.counts[fs.values].sum())
+        if decision is not None and values >= self.policy.min_events:
             drifted = is_drifted(decision, choice.threshold)
         n = window.events
 
@@ -362,7 +365,7 @@ class ModelMonitor:
             threshold=choice.threshold,
             scores=scores,
             drifted=drifted,
-            events=int(window.counts[fs.values].sum()),
+            events=values,
             missing_ratio=ratio(int(window.counts[fs.quality("missing")])),
             type_mismatch_ratio=ratio(int(window.counts[fs.quality("type_mismatch")])),
             nonfinite_ratio=ratio(int(window.counts[fs.quality("nonfinite")])),

@@ -162,3 +162,20 @@ def test_feature_kinds_of_profile():
         [FeatureSpec("x", FeatureKind.NUMERICAL), FeatureSpec("c", FeatureKind.CATEGORICAL)],
     )
     assert [f.kind for f in p.features] == [FeatureKind.NUMERICAL, FeatureKind.CATEGORICAL]
+
+
+def test_min_events_counts_a_features_own_values_not_the_window():
+    """A feature missing in 97% of a 1 000-event window has ~30 values: no verdict on it,
+    while the fully present feature of the same window is judged."""
+    rng = np.random.default_rng(2)
+    m = monitor_for(rng.normal(size=2000), rng.choice(CATS, 2000), policy=DriftPolicy())
+    x = rng.normal(size=1000)
+    x[rng.random(1000) < 0.97] = np.nan
+    m.ingest(batch(rng.uniform(0, 100, 1000), x, c=rng.choice(CATS, 1000)))
+    close(m)
+    ev = m.evaluate(1.0)
+    fx, fc = ev.features
+    assert fx.events == int(np.count_nonzero(~np.isnan(x))) < 100
+    assert fx.drifted is None
+    assert fc.events == 1000
+    assert fc.drifted is not None
