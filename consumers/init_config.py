@@ -143,7 +143,7 @@ def init_config(
         positive = seen[-1] if seen else "1"
         if label.dtype.kind == "f" and positive.endswith(".0"):
             positive = positive[:-2]
-        lines.append(f'    positive_label: "{positive}"   # 1, 1.0, \"1\" and true are one class')
+        lines.append(f'    positive_label: "{positive}"   # 1, 1.0, "1" and true are one class')
     lines += [
         f"    reference: {{path: {ref_path.as_posix()}}}"
         + ("" if ref_path.is_absolute() else "   # relative to this file"),
