@@ -96,7 +96,13 @@ _PredictionValue = int | float | str | _Prediction | None
 class _ModelCodec:
     """The typed decoder of one model and the order of its feature fields."""
 
-    def __init__(self, model: str, specs: Sequence[FeatureSpec], forbid_extra: bool = True) -> None:
+    def __init__(
+        self,
+        model: str,
+        specs: Sequence[FeatureSpec],
+        forbid_extra: bool = True,
+        max_category_length: int = 1024,
+    ) -> None:
         self.model = model
         self.specs = tuple(specs)
         self.numerical = [i for i, s in enumerate(self.specs) if s.kind is FeatureKind.NUMERICAL]
@@ -104,10 +110,12 @@ class _ModelCodec:
             i for i, s in enumerate(self.specs) if s.kind is FeatureKind.CATEGORICAL
         ]
         self.index = {s.name: i for i, s in enumerate(self.specs)}
+        # A longer category fails the typed path; the lenient one flags it as a mismatch.
+        category = Annotated[str, msgspec.Meta(max_length=max_category_length)]
         fields: list[tuple[str, Any, Any]] = []
         for i, spec in enumerate(self.specs):
             kind: Any = (
-                float | None if spec.kind is FeatureKind.NUMERICAL else str | int | bool | None
+                float | None if spec.kind is FeatureKind.NUMERICAL else category | int | bool | None
             )
             fields.append((f"f{i}", kind, None))
         features = msgspec.defstruct(
@@ -177,12 +185,14 @@ class BatchDecoder:
         extra_features: str = "count",
         max_id_length: int = 256,
         max_features: int = 1000,
+        max_category_length: int = 1024,
     ) -> None:
         if extra_features not in ("allow", "count", "reject"):
             raise ValueError(f"extra_features must be allow, count or reject: {extra_features!r}")
         self.max_record_bytes = max_record_bytes
         self.max_id_length = max_id_length
         self.max_features = max_features
+        self.max_category_length = max_category_length
         self.max_future = max_future
         self.max_age = max_age
         self.extra_features = extra_features
@@ -202,7 +212,11 @@ class BatchDecoder:
         feature as a raw value into ``categorical``, for the reference builder to type.
         """
         forbid = self.extra_features != "allow"
-        self._codecs[model] = _ModelCodec(model, specs, forbid) if specs is not None else None
+        self._codecs[model] = (
+            _ModelCodec(model, specs, forbid, self.max_category_length)
+            if specs is not None
+            else None
+        )
         self._last = None
 
     def decode(
@@ -362,6 +376,14 @@ class BatchDecoder:
             )
             return None
         if codec is None:
+            # No schema yet: the reference sample keeps values, so over-long ones are dropped
+            # (read as missing) instead of becoming categories.
+            limit = self.max_category_length
+            if any(isinstance(v, str) and len(v) > limit for v in features.values()):
+                features = {
+                    k: None if isinstance(v, str) and len(v) > limit else v
+                    for k, v in features.items()
+                }
             raw_rows.setdefault(model, []).append(
                 (event_id, version, t, prediction, latency, features, i)
             )
@@ -380,7 +402,7 @@ class BatchDecoder:
             j = codec.index.get(name)
             if j is None:
                 continue
-            ok, flag = _feature_value(codec.specs[j].kind, v)
+            ok, flag = _feature_value(codec.specs[j].kind, v, self.max_category_length)
             if flag:
                 r.flags.append((row, j, flag))
             else:
@@ -395,8 +417,12 @@ class BatchDecoder:
         return codec
 
 
-def _feature_value(kind: FeatureKind, v: Any) -> tuple[Any, int]:
-    """A feature value as the fast path would have typed it, or a flag saying why not."""
+def _feature_value(kind: FeatureKind, v: Any, max_category_length: int) -> tuple[Any, int]:
+    """A feature value as the fast path would have typed it, or a flag saying why not.
+
+    A category longer than ``max_category_length`` characters is a mismatch: it is never
+    binned, so no state holds it.
+    """
     if v is None:
         return None, 0
     if kind is FeatureKind.NUMERICAL:
@@ -407,6 +433,8 @@ def _feature_value(kind: FeatureKind, v: Any) -> tuple[Any, int]:
         except OverflowError:  # an integer beyond float range
             return None, NONFINITE
         return (f, 0) if math.isfinite(f) else (None, NONFINITE)
+    if isinstance(v, str) and len(v) > max_category_length:
+        return None, MISMATCH
     if isinstance(v, str | int):  # bool is an int
         return v, 0
     return None, MISMATCH

@@ -95,6 +95,7 @@ class Service:
             extra_features=v.extra_features,
             max_id_length=v.max_id_length,
             max_features=v.max_features,
+            max_category_length=v.max_category_length,
         )
         self.ground_truth_decoder = GroundTruthDecoder(
             self.specs,

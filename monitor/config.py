@@ -160,6 +160,8 @@ class ValidationSettings(_Settings):
     max_features: int = Field(1000, gt=0)
     #: longer ground-truth labels are refused (held by the label join too)
     max_label_length: int = Field(256, gt=0)
+    #: longer categorical values are counted as type mismatches, never binned or kept
+    max_category_length: int = Field(1024, gt=0)
     #: timestamps further ahead of the wall clock than this are rejected
     max_future: Duration = 3600.0
     #: timestamps older than this are rejected (as old as the label-join TTL by default)

@@ -235,3 +235,21 @@ def test_extra_feature_policy(policy):
         assert out.valid == 2
         expected = {"fraud": {"surprise": 1}} if policy == "count" else {}
         assert out.extra_features == expected
+
+
+def test_a_category_longer_than_the_limit_is_a_mismatch_and_never_kept():
+    dec = BatchDecoder(SPECS, max_category_length=8)
+    countries = ["FR", "x" * 8, "y" * 9, "z" * 100_000]
+    values = [
+        enc(event(i, features={"amount": 1.0, "country": c})) for i, c in enumerate(countries)
+    ]
+    b = dec.decode(values, [0.0] * 4).batches["fraud"]
+    assert b.categorical["country"].tolist() == ["FR", "x" * 8, None, None]
+    assert b.flags["country"].tolist() == [0, 0, MISMATCH, MISMATCH]
+
+
+def test_a_long_category_does_not_enter_a_stream_reference_sample():
+    dec = BatchDecoder({"fraud": None}, max_category_length=8)
+    values = [enc(event(i, features={"country": c})) for i, c in enumerate(["FR", "y" * 9])]
+    b = dec.decode(values, [0.0] * 2).batches["fraud"]
+    assert b.categorical["country"].tolist() == ["FR", None]
