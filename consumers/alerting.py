@@ -85,10 +85,6 @@ class Alerting:
         self.sinks = list(config.alerts.sinks)
         destinations = [Destination.from_sink(s, environ) for s in self.sinks]
         destinations += [Destination.for_retraining(r, environ) for r in config.retraining]
-        self._tokens = {
-            r.model: environ.get(r.target.token_env) if r.target.token_env else None
-            for r in config.retraining
-        }
         # the outbox lives in the configured state store, next to the alert state
         self.dispatcher = Dispatcher(Outbox(store), destinations)
 
@@ -135,9 +131,7 @@ class Alerting:
                 alerts=list(trigger.alerts),
                 requested_at=now,
             )
-            http = retraining_http_request(
-                settings.target, request, token=self._tokens.get(settings.model)
-            )
+            http = retraining_http_request(settings.target, request)
             self.dispatcher.submit(
                 Notification(
                     id=str(request["id"]),
