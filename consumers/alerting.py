@@ -4,7 +4,7 @@ After the owner of a model evaluates its merged window, the model's samples go t
 rules of the panes partition it belongs to (never read back from the scrape path);
 transitions to firing or resolved become notifications for each sink, and firing alerts
 named in a model's ``retraining.on_alerts`` (or its cron schedule) become retraining
-requests. Both go to a persisted outbox delivered by a dispatcher thread, never on the
+requests. Both go to a persisted outbox delivered by dispatcher threads, never on the
 consumer's path.
 """
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from alerts import bounded_http
 from alerts.delivery import Dispatcher
 from alerts.destinations import Destination
 from alerts.exceptions import AlertsError
@@ -125,6 +126,21 @@ def drip(every: float, bytes_at_most: int = 60) -> Answer:
     return answer
 
 
+def drip_body(status: str, every: float) -> Answer:
+    """``status`` and its headers at once, then the body one byte every ``every`` seconds."""
+
+    def answer(sock: socket.socket, ex: Exchange) -> None:
+        sock.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 1000\r\n\r\n".encode())
+        for _ in range(1000):
+            if client_closed(sock, every):
+                ex.closed_at = time.monotonic()
+                return
+            sock.sendall(b"a")
+            ex.sent += 1
+
+    return answer
+
+
 def ok(sock: socket.socket, ex: Exchange) -> None:
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
@@ -210,6 +226,20 @@ def test_a_dripping_receiver_holds_its_worker_no_longer_than_the_deadline(
     held = first.closed_at - first.at
     assert 2.5 < held < 4.0, f"the dripping receiver held its worker {held:.2f}s"
     assert d.delivery_counts() == {("drip", "failed"): 1, ("ok", "success"): 1}
+
+
+def test_the_deadline_also_ends_the_read_of_a_dripping_error_body(
+    receiver: Callable[[Answer], RawReceiver],
+) -> None:
+    r = receiver(drip_body("500 Internal Server Error", every=0.25))
+    started = time.monotonic()
+    with bounded_http.new_client() as client:
+        resp = bounded_http.send(client, "POST", r.url, content=b"{}", headers={}, deadline=1.5)
+    took = time.monotonic() - started
+    assert resp.status_code == 500
+    assert 1.4 < took < 2.5, f"the read took {took:.2f}s"
+    assert 0 < len(resp.body) <= 10  # what arrived before the deadline, a byte at a time
+    assert resp.body == b"a" * len(resp.body)
 
 
 def vm_rss() -> int:
