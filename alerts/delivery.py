@@ -198,7 +198,8 @@ class Dispatcher:
     def submit(self, notification: Notification) -> bool:
         """Persist ``notification`` and return; ``False`` when it is dropped (and counted):
         the outbox is full or its destination is not configured. A notification whose id
-        is pending already is not sent twice."""
+        is pending already is not sent twice. Raises ``ValueError`` when its request
+        carries credentials (its destination adds them when sending)."""
         with self._lock:
             if notification.id in self._items or notification.id in self._outbox:
                 return True
