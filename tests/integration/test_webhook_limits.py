@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import socket
 import socketserver
+import ssl
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from alerts import bounded_http
@@ -240,6 +244,41 @@ def test_the_deadline_also_ends_the_read_of_a_dripping_error_body(
     assert 1.4 < took < 2.5, f"the read took {took:.2f}s"
     assert 0 < len(resp.body) <= 10  # what arrived before the deadline, a byte at a time
     assert resp.body == b"a" * len(resp.body)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for a certificate")
+def test_the_deadline_ends_a_dripping_answer_over_tls(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            try:
+                for _ in range(40):
+                    time.sleep(0.25)
+                    tls.sendall(b"a")
+            except OSError:
+                closed.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/hook"
+    started = time.monotonic()
+    with httpx.Client(verify=False) as client, pytest.raises(bounded_http.DeadlineExceeded):
+        bounded_http.send(client, "POST", url, content=b"{}", headers={}, deadline=1.5)
+    assert time.monotonic() - started < 2.5
+    assert closed.wait(2.0)
+    listener.close()
 
 
 def vm_rss() -> int:
