@@ -1,12 +1,13 @@
-"""Where notifications go: each destination's name, timeout and signing secret, resolved
-from the configuration and the environment once, at start-up (a missing secret fails
-then, not at the first alert)."""
+"""Where notifications go: each destination's name, deadline, signing secret and bearer
+token, resolved from the configuration and the environment once, at start-up (a missing
+secret or token fails then, naming its key and variable, not at the first alert). Secrets
+and tokens stay in memory: requests are given them when sent, never in the outbox."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from standardwebhooks import Webhook
 
@@ -27,16 +28,24 @@ def _env(environ: Mapping[str, str], name: str | None, what: str) -> str | None:
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a notification's ``sink`` name leads: its timeout and its signing secret."""
+    """Where a notification's ``sink`` name leads: its deadline, its signing secret and
+    its bearer token."""
 
     name: str
+    #: seconds for a whole request: connecting, sending and reading the answer
     timeout: float = 10.0
     #: Standard Webhooks secret (``whsec_`` + base64), resolved from the environment
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    #: sent as ``Authorization: Bearer <token>``, resolved from the environment
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.secret is not None:
             Webhook(self.secret)  # fails now, not at the first delivery
+
+    def headers(self) -> dict[str, str]:
+        """The headers this destination adds to every request it is sent."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @classmethod
     def from_sink(cls, sink: Sink, environ: Mapping[str, str] = os.environ) -> Destination:
@@ -48,6 +57,8 @@ class Destination:
         cls, settings: RetrainingSettings, environ: Mapping[str, str] = os.environ
     ) -> Destination:
         """Named ``retraining.<model>.<target type>``."""
-        name = f"retraining.{settings.model}.{settings.target.type}"
-        secret = _env(environ, settings.target.secret_env, f"{name} secret_env")
-        return cls(name, 30.0, secret)
+        target = settings.target
+        name = f"retraining.{settings.model}.{target.type}"
+        secret = _env(environ, target.secret_env, f"{name} secret_env")
+        token = _env(environ, target.token_env, f"{name} token_env")
+        return cls(name, target.timeout, secret, token)

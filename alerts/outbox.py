@@ -6,6 +6,10 @@ notifications live wherever the checkpoints do. The store writes each record who
 not at all. Delivered (or abandoned) notifications are deleted. A crash between a
 delivery and its deletion sends it again after the restart with the same id, which is
 how receivers tell a duplicate (Standard Webhooks' ``webhook-id``).
+
+Records hold no credentials: a request carrying an ``Authorization`` header is refused
+by :meth:`Outbox.put` (destinations add their token when sending), and a record an
+earlier version wrote with one is rewritten without it when loaded.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from alerts.exceptions import OutboxError
@@ -29,9 +33,10 @@ _ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 class BlobStore(Protocol):
-    """Durable bytes by key (the checkpoint stores are ones)."""
+    """Durable bytes by key (the checkpoint stores are ones); ``keep`` is how many
+    versions of the key a store that keeps several keeps after this one is saved."""
 
-    def save(self, key: str, blob: bytes) -> None: ...
+    def save(self, key: str, blob: bytes, *, keep: int | None = None) -> None: ...
     def load(self, key: str) -> bytes | None: ...
     def delete(self, key: str) -> None: ...
     def keys(self, prefix: str) -> list[str]: ...
@@ -83,9 +88,14 @@ class Notification:
         )
 
 
+def _encode(notification: Notification) -> bytes:
+    return json.dumps(notification.to_dict(), ensure_ascii=False).encode()
+
+
 class Outbox:
     """The notifications not yet delivered, kept in ``store`` under ``prefix``. Not
-    thread-safe: one owner. A record that cannot be read back is logged and skipped."""
+    thread-safe: one owner. A record that cannot be read back is logged and skipped.
+    Each record is kept in one version only."""
 
     def __init__(self, store: BlobStore, prefix: str = "alerts/outbox") -> None:
         self.store = store
@@ -95,7 +105,8 @@ class Outbox:
     def load(self) -> list[Notification]:
         """Read back what an earlier run left (oldest first); raises :class:`OutboxError`
         when the store cannot be read. A record that cannot be decoded is logged and
-        skipped, never stopping the others."""
+        skipped, never stopping the others; one holding credentials is rewritten without
+        them."""
         try:
             keys = self.store.keys(self.prefix + "/")
         except Exception as e:  # the store's own error types, as one for the caller
@@ -109,6 +120,9 @@ class Outbox:
             except Exception as e:
                 log.error("outbox record %s unreadable (%s): skipped", key, e)
                 continue
+            if n.request.credentials():
+                n = replace(n, request=n.request.without_credentials())
+                self._rewrite(key, n)
             self._pending.setdefault(n.id, n)
         return self.pending()
 
@@ -125,14 +139,29 @@ class Outbox:
         """Notifications not yet removed, oldest first."""
         return sorted(self._pending.values(), key=lambda n: (n.created_at, n.id))
 
+    def _rewrite(self, key: str, notification: Notification) -> None:
+        """Replace the record at ``key`` with ``notification`` (whose credentials were
+        removed); a failure is logged, and the record goes once it is delivered."""
+        try:
+            self.store.save(key, _encode(notification), keep=1)
+        except Exception as e:
+            log.error("outbox record %s holds credentials and cannot be rewritten: %s", key, e)
+        else:
+            log.warning("outbox record %s held credentials: rewritten without them", key)
+
     def put(self, notification: Notification) -> bool:
         """Store ``notification`` durably; ``False`` (and nothing written) when one with the
-        same id is already pending. Raises :class:`OutboxError` when the store fails."""
+        same id is already pending. Raises :class:`OutboxError` when the store fails and
+        ``ValueError`` when its request carries credentials."""
         if notification.id in self._pending:
             return False
-        data = json.dumps(notification.to_dict(), ensure_ascii=False).encode()
+        if names := notification.request.credentials():
+            raise ValueError(
+                f"notification {notification.id} carries {', '.join(names)}: credentials "
+                "belong to its destination, which adds them when sending, not to the outbox"
+            )
         try:
-            self.store.save(self._key(notification.id), data)
+            self.store.save(self._key(notification.id), _encode(notification), keep=1)
         except Exception as e:
             raise OutboxError(f"outbox {self.prefix}: cannot write {notification.id}: {e}") from e
         self._pending[notification.id] = notification

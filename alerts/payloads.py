@@ -7,8 +7,9 @@
 - :func:`retraining_request`: the ``retraining.requested`` document (see README), and
   :func:`retraining_http_request`: the HTTP request that carries it to a target.
 
-Nothing here reads the clock or the environment: times, ids and tokens are passed in.
-Signing happens at delivery, since each attempt carries its own timestamp.
+Nothing here reads the clock or the environment: times and ids are passed in. Requests
+hold no credentials, since they are stored in the outbox: the destination adds its bearer
+token when sending, and signs each attempt then (each carries its own timestamp).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 _USER_AGENT = "driftline"
+#: headers that carry credentials (lower case): never part of a stored request
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,15 @@ class HttpRequest:
             "headers": dict(self.headers),
             "body": self.body,
         }
+
+    def credentials(self) -> list[str]:
+        """The names of the headers that carry credentials (none in a request built here)."""
+        return [k for k in self.headers if k.lower() in _CREDENTIALS]
+
+    def without_credentials(self) -> HttpRequest:
+        """This request without its credential headers."""
+        kept = {k: v for k, v in self.headers.items() if k.lower() not in _CREDENTIALS}
+        return HttpRequest(self.method, self.url, self.body, kept)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HttpRequest:
@@ -228,13 +240,11 @@ def retraining_request(
     }
 
 
-def retraining_http_request(
-    target: RetrainingTarget, request: Mapping[str, Any], *, token: str | None = None
-) -> HttpRequest:
-    """The HTTP request that asks ``target`` to retrain; ``token`` is the resolved value of
-    ``target.token_env`` (sent as a bearer token)."""
+def retraining_http_request(target: RetrainingTarget, request: Mapping[str, Any]) -> HttpRequest:
+    """The HTTP request that asks ``target`` to retrain, without the bearer token of
+    ``target.token_env`` (its destination adds it when sending)."""
     base = target.url.rstrip("/")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers: dict[str, str] = {}
     if target.type == "airflow":
         # dag_run_id makes a retry of a request that did get through a 409, not a 2nd run
         body: Any = {

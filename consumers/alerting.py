@@ -4,7 +4,7 @@ After the owner of a model evaluates its merged window, the model's samples go t
 rules of the panes partition it belongs to (never read back from the scrape path);
 transitions to firing or resolved become notifications for each sink, and firing alerts
 named in a model's ``retraining.on_alerts`` (or its cron schedule) become retraining
-requests. Both go to a persisted outbox delivered by a dispatcher thread, never on the
+requests. Both go to a persisted outbox delivered by dispatcher threads, never on the
 consumer's path.
 """
 
@@ -85,10 +85,6 @@ class Alerting:
         self.sinks = list(config.alerts.sinks)
         destinations = [Destination.from_sink(s, environ) for s in self.sinks]
         destinations += [Destination.for_retraining(r, environ) for r in config.retraining]
-        self._tokens = {
-            r.model: environ.get(r.target.token_env) if r.target.token_env else None
-            for r in config.retraining
-        }
         # the outbox lives in the configured state store, next to the alert state
         self.dispatcher = Dispatcher(Outbox(store), destinations)
 
@@ -135,9 +131,7 @@ class Alerting:
                 alerts=list(trigger.alerts),
                 requested_at=now,
             )
-            http = retraining_http_request(
-                settings.target, request, token=self._tokens.get(settings.model)
-            )
+            http = retraining_http_request(settings.target, request)
             self.dispatcher.submit(
                 Notification(
                     id=str(request["id"]),

@@ -7,8 +7,9 @@ A checkpoint of another format is refused with a message saying which one this
 driftline reads (state is then rebuilt from the committed offsets).
 
 Two stores behind one interface: a directory (default; temporary file, fsync, atomic
-rename, the last ``keep`` checkpoints kept) and a compacted Kafka topic (for stateless
-pods), where a checkpoint is written in chunks followed by a manifest record.
+rename, the last ``keep`` checkpoints kept; files readable by their owner only) and a
+compacted Kafka topic (for stateless pods), where a checkpoint is written in chunks
+followed by a manifest record.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def decode_checkpoint(blob: bytes) -> dict[str, Any]:
 
 
 class CheckpointStore(Protocol):
-    def save(self, key: str, blob: bytes) -> None: ...
+    def save(self, key: str, blob: bytes, *, keep: int | None = None) -> None:
+        """Store ``blob`` as the newest version of ``key``; ``keep`` overrides how many
+        versions a store that keeps several keeps (the alert outbox keeps one)."""
+        ...
+
     def load(self, key: str) -> bytes | None: ...
     def load_all(self, key: str) -> list[bytes]:
         """Every checkpoint kept for ``key``, newest first (for falling back past a bad one)."""
@@ -121,7 +126,12 @@ class CheckpointStore(Protocol):
 
 
 class DirectoryStore:
-    """Checkpoints as files ``<dir>/<key>/checkpoint-<n>.bin``; the newest ``keep`` kept."""
+    """Checkpoints as files ``<dir>/<key>/checkpoint-<n>.bin``; the newest ``keep`` kept.
+
+    Files are created readable and writable by their owner only (0600), and the
+    directories this store creates, the root included, are 0700: the state may hold
+    what the alert outbox holds (alert text, URLs). Existing ones are left as they are.
+    """
 
     def __init__(self, root: str | Path, keep: int = 3) -> None:
         self.root = Path(root)
@@ -140,16 +150,28 @@ class DirectoryStore:
             return []
         return sorted(d.glob("checkpoint-*.bin"))
 
-    def save(self, key: str, blob: bytes) -> None:
+    def _mkdirs(self, d: Path) -> None:
+        """Create ``d`` and its missing parents, each 0700."""
+        missing = []
+        while not d.is_dir():
+            missing.append(d)
+            if d.parent == d:
+                break
+            d = d.parent
+        for path in reversed(missing):
+            path.mkdir(mode=0o700, exist_ok=True)
+
+    def save(self, key: str, blob: bytes, *, keep: int | None = None) -> None:
         d = self._dir(key)
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            self._mkdirs(d)
             files = self._files(key)
             seq = int(files[-1].stem.split("-")[1]) + 1 if files else 1
             final = d / f"checkpoint-{seq:012d}.bin"
             tmp = d / f".{final.name}.{os.getpid()}.tmp"
             try:
-                with open(tmp, "wb") as f:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with open(fd, "wb") as f:
                     f.write(blob)
                     f.flush()
                     os.fsync(f.fileno())
@@ -161,7 +183,7 @@ class DirectoryStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            for old in self._files(key)[: -self.keep]:
+            for old in self._files(key)[: -(keep or self.keep)]:
                 old.unlink(missing_ok=True)
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint under {d}: {exc}") from exc
@@ -247,7 +269,8 @@ class KafkaTopicStore:
                 )
             return self._producer_
 
-    def save(self, key: str, blob: bytes) -> None:
+    def save(self, key: str, blob: bytes, *, keep: int | None = None) -> None:
+        """Compaction keeps the newest version of ``key`` whatever ``keep`` says."""
         snapshot_id = uuid.uuid4().hex
         chunks = [blob[i : i + self.chunk_bytes] for i in range(0, len(blob), self.chunk_bytes)]
         try:

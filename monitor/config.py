@@ -470,6 +470,7 @@ class Sink(_Settings):
     #: Standard Webhooks signing when set
     secret_env: EnvName | None = None
     send_resolved: bool = True
+    #: deadline of a whole request: connecting, sending and reading the answer
     timeout: PositiveDuration = 10.0
 
 
@@ -506,8 +507,10 @@ class RetrainingTarget(_Settings):
     url: Url
     #: Standard Webhooks signing of the request when set
     secret_env: EnvName | None = None
-    #: bearer token (GitHub, Airflow, Kubeflow)
+    #: bearer token (GitHub, Airflow, Kubeflow); must be set when named
     token_env: EnvName | None = None
+    #: deadline of a whole request: connecting, sending and reading the answer
+    timeout: PositiveDuration = 30.0
     dag_id: str | None = None
     repo: Repo | None = None
     event_type: str = "driftline-retrain"
