@@ -213,7 +213,13 @@ def _reference_build(args: argparse.Namespace) -> int:
     profile = build_profile(
         settings.name, columns, specs_of(settings), options_of(settings), prediction_kind=kind
     )
-    text = json.dumps(profile.to_dict(), indent=1, allow_nan=True) + "\n"
+
+    def progress(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rcalibrating drift thresholds: {done}/{total} features", end=end, file=sys.stderr)
+
+    profile.calibrate(progress)  # kept in the file, so loading it is instant
+    text = json.dumps(profile.to_dict(calibration=True), indent=1, allow_nan=True) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(

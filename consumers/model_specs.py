@@ -9,6 +9,7 @@ Shared by both stages of the service: stage 1 (per input partition) builds a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -63,20 +64,26 @@ def options_of(settings: ModelSettings) -> BinningOptions:
 def policy_of(settings: ModelSettings) -> DriftPolicy:
     d = settings.drift
 
+    def fixed(threshold: float | str | None) -> float | None:
+        return None if threshold is None or threshold == "auto" else float(threshold)
+
     def choice(m: Any) -> MethodChoice:
-        return MethodChoice(m.method, m.threshold, tuple(m.report))
+        return MethodChoice(m.method, fixed(m.threshold), tuple(m.report), m.min_effect)
 
     numerical, categorical = choice(d.numerical), choice(d.categorical)
     overrides = {}
     for name, o in d.overrides.items():
         kind = settings.features.get(name)
         base = categorical if kind is not None and kind.type == "categorical" else numerical
+        method = o.method or base.method
+        same = method == base.method
         overrides[name] = MethodChoice(
-            o.method or base.method,
-            o.threshold if o.threshold is not None else base.threshold,
+            method,
+            fixed(o.threshold) if o.threshold is not None else (base.threshold if same else None),
             base.report,
+            o.min_effect if o.min_effect is not None else (base.min_effect if same else None),
         )
-    return DriftPolicy(numerical, categorical, d.min_events, overrides)
+    return DriftPolicy(numerical, categorical, d.min_events, overrides, d.false_alarm_rate)
 
 
 def accumulators_of(
@@ -151,7 +158,14 @@ class ModelSpec:
         self.stream_reference: StreamReference | None = None
         self._evaluators: dict[str, ModelMonitor] = {}
         if settings.reference.path is not None:
-            self.set_profile(load_reference(settings, base_dir))
+            profile = load_reference(settings, base_dir)
+            started = time.monotonic()
+            profile.calibrate()  # here, not in the first evaluation
+            log.info(
+                "drift thresholds calibrated",
+                extra={"model": self.name, "seconds": round(time.monotonic() - started, 2)},
+            )
+            self.set_profile(profile)
         else:
             assert settings.reference.from_stream is not None
             self.stream_reference = StreamReference(

@@ -3,7 +3,10 @@
 Numerical features get quantile edges on a fine grid (``quantiles`` bins, default 100)
 plus an underflow and an overflow bin; distance methods that need more mass per bin
 (PSI, KL, Jensen-Shannon, Hellinger, chi-square) see the fine bins coarsened into about
-``coarse_bins`` groups of equal reference mass. Categorical features get the top-K
+``coarse_bins`` groups of equal reference mass. The underflow and overflow bins are empty
+in the reference by construction, so they are never a group of their own: they belong to
+the first and the last group, which carry real reference mass (one value below the
+reference minimum must not weigh like a new category). Categorical features get the top-K
 reference categories, an "other" bin for the remaining reference categories and a "new"
 bin for values never seen in the reference; for drift, "other" and "new" are one bin.
 """
@@ -42,7 +45,7 @@ class NumericBins:
     >>> bins.assign(np.array([-1.0, 0.0, 50.0, 99.0, 1e9])).tolist()
     [0, 1, 3, 4, 5]
     >>> bins.coarse_starts.tolist()
-    [0, 1, 3, 5]
+    [0, 3]
     """
 
     edges: NDArray[np.float64]
@@ -59,13 +62,11 @@ class NumericBins:
         if edges.size == 1:  # a constant feature still needs one interior bin
             edges = np.append(edges, edges[0])
         edges[-1] = np.nextafter(edges[-1], np.inf)
-        # Coarse groups: underflow alone, interior bins cut at the reference's coarse
-        # quantiles (snapped to fine edges), overflow alone.
+        # Coarse groups: cut at the reference's coarse quantiles (snapped to fine edges).
         cuts = np.quantile(finite, np.linspace(0.0, 1.0, coarse_bins + 1)[1:-1])
         interior = np.searchsorted(edges, cuts, side="right")
-        m = edges.size - 1
-        starts = np.unique(np.concatenate(([0, 1], np.clip(interior, 1, m), [m + 1])))
-        return cls(edges=edges.astype(np.float64), coarse_starts=starts.astype(np.intp))
+        starts = np.concatenate(([0], interior))
+        return cls(edges=edges.astype(np.float64), coarse_starts=_honest(starts, edges.size))
 
     @property
     def n_value_bins(self) -> int:
@@ -93,7 +94,20 @@ class NumericBins:
             raise ReferenceError("coarse_starts must start at 0 and increase")
         if starts[-1] >= edges.size + 1:
             raise ReferenceError("coarse_starts points past the last bin")
-        return cls(edges=edges, coarse_starts=starts)
+        # profiles written before outer bins joined their neighbours are read the new way
+        return cls(edges=edges, coarse_starts=_honest(starts, edges.size))
+
+
+def _honest(starts: NDArray[np.intp], n_edges: int) -> NDArray[np.intp]:
+    """Coarse group starts where the underflow (bin 0) and the overflow (bin ``n_edges``)
+    share a group with their interior neighbour.
+
+    >>> _honest(np.array([0, 1, 5, 9, 11]), 11).tolist()
+    [0, 5, 9]
+    """
+    kept = np.unique(np.asarray(starts, dtype=np.intp))
+    kept = kept[(kept > 1) & (kept < n_edges)]
+    return np.concatenate(([0], kept)).astype(np.intp)
 
 
 @dataclass(frozen=True)
@@ -125,16 +139,21 @@ class CategoricalBins:
         object.__setattr__(self, "_lookup", lookup)
 
     @classmethod
-    def from_values(cls, values: NDArray[np.object_], max_categories: int) -> CategoricalBins:
-        present = np.array([str(v) for v in values.tolist() if v is not None], dtype=object)
-        if present.size == 0:
+    def from_values(
+        cls,
+        values: NDArray[np.object_],
+        max_categories: int,
+        rank_on: NDArray[np.object_] | None = None,
+    ) -> CategoricalBins:
+        """The ``max_categories`` most frequent categories of ``rank_on`` (default: of
+        ``values``); every category of ``values`` is known."""
+        ranked = _ranked(values)
+        if not ranked:
             raise ReferenceError("no non-missing reference values to bin")
-        uniq, counts = np.unique(present.astype(str), return_counts=True)
-        order = np.lexsort((uniq, -counts))  # most frequent first, ties by name
-        ranked = [str(c) for c in uniq[order]]
+        top = ranked if rank_on is None else _ranked(rank_on) or ranked
         return cls(
-            categories=tuple(ranked[:max_categories]),
-            known=frozenset(ranked[:MAX_KNOWN_CATEGORIES]),
+            categories=tuple(top[:max_categories]),
+            known=frozenset(ranked[:MAX_KNOWN_CATEGORIES]) | frozenset(top[:max_categories]),
         )
 
     @property
@@ -169,3 +188,13 @@ class CategoricalBins:
         if len(set(categories)) != len(categories):
             raise ReferenceError("categories must be unique")
         return cls(categories=categories, known=known)
+
+
+def _ranked(values: NDArray[np.object_]) -> list[str]:
+    """Distinct non-missing values as text, most frequent first, ties by name."""
+    present = np.array([str(v) for v in values.tolist() if v is not None], dtype=object)
+    if present.size == 0:
+        return []
+    uniq, counts = np.unique(present.astype(str), return_counts=True)
+    order = np.lexsort((uniq, -counts))
+    return [str(c) for c in uniq[order]]

@@ -24,7 +24,6 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.drift import DEFAULT_THRESHOLDS
 from monitor.labels import normalize_label
 
 __all__ = [
@@ -247,27 +246,25 @@ class ReferenceSettings(_Settings):
         return self
 
 
-def _check_pvalue(method: str | None, threshold: float | None, key: str) -> None:
-    if method in _TESTS and threshold is not None and threshold >= 1:
+def _check_pvalue(method: str | None, threshold: float | str | None, key: str) -> None:
+    if method in _TESTS and isinstance(threshold, float | int) and threshold >= 1:
         raise ValueError(f"@{key}: {method} decides on a p-value, so threshold must be < 1")
+
+
+#: a fixed threshold, or "auto": calibrated per window to the model's false-alarm budget
+Threshold = Annotated[float, Field(gt=0)] | Literal["auto"]
 
 
 class MethodSettings(_Settings):
     method: Method
-    #: a distance drifts when score >= threshold; a test (ks, chisquare) when p-value < threshold
-    #: (default: the method's, see ``monitor.drift.DEFAULT_THRESHOLDS``)
-    threshold: float = Field(gt=0)
+    #: "auto" (default): the score's null quantile for the window's size, at the feature's
+    #: share of ``drift.false_alarm_rate``; a number keeps its fixed meaning: a distance
+    #: drifts when score >= threshold, a test (ks, chisquare) when p-value < threshold
+    threshold: Threshold = "auto"
+    #: the smallest score that counts as drift (default: the method's, see the README)
+    min_effect: float | None = Field(None, ge=0)
     #: methods exported besides the deciding one, as a second opinion
     report: tuple[Method, ...] = ()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _method_default_threshold(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("threshold") is None:
-            default = DEFAULT_THRESHOLDS.get(str(data.get("method")))
-            if default is not None:
-                data = {**data, "threshold": default}
-        return data
 
     @model_validator(mode="after")
     def _pvalue_threshold(self) -> Self:
@@ -276,22 +273,26 @@ class MethodSettings(_Settings):
 
 
 def _numerical_default() -> MethodSettings:
-    return MethodSettings(method="wasserstein", threshold=0.1, report=("psi", "ks"))
+    return MethodSettings(method="wasserstein", report=("psi", "ks"))
 
 
 def _categorical_default() -> MethodSettings:
-    return MethodSettings(method="jensenshannon", threshold=0.1, report=("psi", "chisquare"))
+    return MethodSettings(method="jensenshannon", report=("psi", "chisquare"))
 
 
 class OverrideSettings(_Settings):
     method: Method | None = None
-    threshold: float | None = Field(None, gt=0)
+    threshold: Threshold | None = None
+    min_effect: float | None = Field(None, ge=0)
 
 
 class DriftSettings(_Settings):
     numerical: MethodSettings = Field(default_factory=_numerical_default)
     categorical: MethodSettings = Field(default_factory=_categorical_default)
     min_events: int = Field(100, ge=1)
+    #: the model's false-alarm budget: with stationary traffic, an evaluation flags any
+    #: feature with at most this probability (split evenly across the features)
+    false_alarm_rate: float = Field(0.01, gt=0, lt=1)
     #: per feature name
     overrides: dict[str, OverrideSettings] = Field(default_factory=dict)
 

@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 __all__ = [
-    "DEFAULT_THRESHOLDS",
+    "DEFAULT_MIN_EFFECT",
     "DISTANCES",
     "EPSILON",
     "METHODS",
@@ -45,6 +45,7 @@ __all__ = [
     "kl",
     "ks",
     "psi",
+    "rows",
     "smoothed_proportions",
     "wasserstein",
 ]
@@ -56,17 +57,19 @@ DISTANCES: tuple[str, ...] = ("psi", "kl", "jensenshannon", "hellinger", "wasser
 TESTS: tuple[str, ...] = ("ks", "chisquare")
 METHODS: tuple[str, ...] = DISTANCES + TESTS
 
-#: the threshold a method decides with when the configuration names none: a score at or
-#: above it for a distance (PSI's 0.2 is the usual "significant shift"), a p-value below
-#: it for a test
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "psi": 0.2,
-    "kl": 0.1,
-    "jensenshannon": 0.1,
-    "hellinger": 0.1,
-    "wasserstein": 0.1,
-    "ks": 0.05,
-    "chisquare": 0.05,
+#: the smallest score that counts as drift however significant it is, so that a window of
+#: 100 000 events does not alarm on a negligible move. Each is about half the score of the
+#: smallest move worth an alert (a 0.1-std mean shift of a numerical feature, a 5-point
+#: share move of a category): see the power table in the README. Tests have no effect
+#: size but KS's D; chi-square's statistic grows with n, so its minimum is 0.
+DEFAULT_MIN_EFFECT: dict[str, float] = {
+    "psi": 0.005,
+    "kl": 0.0025,
+    "jensenshannon": 0.02,
+    "hellinger": 0.02,
+    "wasserstein": 0.05,
+    "ks": 0.02,
+    "chisquare": 0.0,
 }
 
 
@@ -117,11 +120,42 @@ def smoothed_proportions(counts: NDArray[np.float64] | NDArray[np.int64]) -> NDA
     return out
 
 
-def _smoothed_pair(
-    ref: ArrayLike, cur: ArrayLike
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    r, c = _pair(ref, cur)
-    return smoothed_proportions(r), smoothed_proportions(c)
+def _smoothed_rows(counts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`smoothed_proportions` of each row of a matrix of count vectors."""
+    p = np.maximum(counts / counts.sum(axis=-1, keepdims=True), EPSILON)
+    out: NDArray[np.float64] = p / p.sum(axis=-1, keepdims=True)
+    return out
+
+
+def rows(method: str, ref: NDArray[np.float64], cur: NDArray[np.float64]) -> NDArray[np.float64]:
+    """A distance (``psi``, ``kl``, ``jensenshannon``, ``hellinger``) or KS's ``D`` of each
+    row pair of two count matrices (last axis: bins), with no validation: the one place
+    these formulas are written, used by the scalar functions and by the null simulation.
+
+    >>> ref, cur = np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([[90.0, 10.0], [50.0, 50.0]])
+    >>> rows("psi", ref, cur).round(6).tolist()
+    [0.87889, 0.0]
+    """
+    if method == "ks":
+        r = np.cumsum(ref, axis=-1) / ref.sum(axis=-1, keepdims=True)
+        c = np.cumsum(cur, axis=-1) / cur.sum(axis=-1, keepdims=True)
+        d: NDArray[np.float64] = np.max(np.abs(r - c), axis=-1)
+        return d
+    p, q = _smoothed_rows(ref), _smoothed_rows(cur)
+    if method == "psi":
+        out: NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
+    elif method == "kl":
+        out = np.sum(q * np.log(q / p), axis=-1)
+    elif method == "jensenshannon":
+        m = (p + q) / 2
+        divergence = np.sum(p * np.log(p / m) + q * np.log(q / m), axis=-1) / (2 * math.log(2))
+        # Rounding can push a near-zero divergence just below 0.
+        out = np.sqrt(np.maximum(divergence, 0.0))
+    elif method == "hellinger":
+        out = np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=-1))
+    else:
+        raise ValueError(f"{method!r} has no row form")
+    return out
 
 
 def psi(ref: ArrayLike, cur: ArrayLike) -> float:
@@ -130,8 +164,7 @@ def psi(ref: ArrayLike, cur: ArrayLike) -> float:
     >>> round(psi([50, 50], [90, 10]), 6)
     0.87889
     """
-    p, q = _smoothed_pair(ref, cur)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return float(rows("psi", *_pair(ref, cur)))
 
 
 def kl(ref: ArrayLike, cur: ArrayLike) -> float:
@@ -140,8 +173,7 @@ def kl(ref: ArrayLike, cur: ArrayLike) -> float:
     >>> round(kl([50, 50], [90, 10]), 6)
     0.368064
     """
-    p, q = _smoothed_pair(ref, cur)
-    return float(np.sum(q * np.log(q / p)))
+    return float(rows("kl", *_pair(ref, cur)))
 
 
 def jensenshannon(ref: ArrayLike, cur: ArrayLike) -> float:
@@ -155,11 +187,7 @@ def jensenshannon(ref: ArrayLike, cur: ArrayLike) -> float:
     >>> jensenshannon([1, 0], [0, 1]) > 0.99
     True
     """
-    p, q = _smoothed_pair(ref, cur)
-    m = (p + q) / 2
-    divergence = (np.sum(p * np.log(p / m)) + np.sum(q * np.log(q / m))) / (2 * math.log(2))
-    # Rounding can push a near-zero divergence just below 0.
-    return math.sqrt(max(float(divergence), 0.0))
+    return float(rows("jensenshannon", *_pair(ref, cur)))
 
 
 def hellinger(ref: ArrayLike, cur: ArrayLike) -> float:
@@ -168,8 +196,7 @@ def hellinger(ref: ArrayLike, cur: ArrayLike) -> float:
     >>> round(hellinger([50, 50], [90, 10]), 6)
     0.32492
     """
-    p, q = _smoothed_pair(ref, cur)
-    return math.sqrt(0.5 * float(np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
+    return float(rows("hellinger", *_pair(ref, cur)))
 
 
 def _support(
@@ -239,7 +266,7 @@ def ks(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
     """
     r, c = _pair(ref, cur)
     n, m = float(r.sum()), float(c.sum())
-    d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
+    d = float(rows("ks", r, c))
     big, small = max(n, m), min(n, m)
     effective = max(float(np.round(big * small / (big + small))), 1.0)
     pvalue = float(np.clip(stats.kstwo.sf(d, effective), 0.0, 1.0))

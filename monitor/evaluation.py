@@ -10,35 +10,58 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.drift import DriftScore
+from monitor.drift import DEFAULT_MIN_EFFECT, DriftScore
 
 __all__ = ["DriftPolicy", "FeatureEvaluation", "MethodChoice", "ModelEvaluation"]
 
 
 @dataclass(frozen=True)
 class MethodChoice:
-    """The method that decides drift, its threshold, and the methods reported beside it."""
+    """The method that decides drift, its threshold, and the methods reported beside it.
+
+    ``threshold`` ``None`` is "auto": calibrated per window (see :mod:`monitor.null_model`);
+    a number keeps its fixed meaning. ``min_effect`` ``None`` is the method's default.
+    """
 
     method: str
-    threshold: float
+    threshold: float | None = None
     report: tuple[str, ...] = ()
+    min_effect: float | None = None
 
     @property
     def methods(self) -> tuple[str, ...]:
         return (self.method, *(m for m in self.report if m != self.method))
 
+    @property
+    def effect(self) -> float:
+        """The smallest deciding score that counts as drift."""
+        if self.min_effect is not None:
+            return self.min_effect
+        return DEFAULT_MIN_EFFECT.get(self.method, 0.0)
+
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    """How a model's features are judged (the documented defaults)."""
+    """How a model's features are judged (the documented defaults).
 
-    numerical: MethodChoice = MethodChoice("wasserstein", 0.1, ("psi", "ks"))
-    categorical: MethodChoice = MethodChoice("jensenshannon", 0.1, ("psi", "chisquare"))
+    ``false_alarm_rate`` is the model's budget: with stationary traffic, an evaluation
+    flags any feature with at most this probability. It is split evenly across the
+    features (Bonferroni), so each calibrated feature is judged at
+    ``false_alarm_rate / features``.
+    """
+
+    numerical: MethodChoice = MethodChoice("wasserstein", None, ("psi", "ks"))
+    categorical: MethodChoice = MethodChoice("jensenshannon", None, ("psi", "chisquare"))
     min_events: int = 100
     overrides: Mapping[str, MethodChoice] = field(default_factory=dict)
+    false_alarm_rate: float = 0.01
 
     def for_feature(self, name: str, numerical: bool) -> MethodChoice:
         return self.overrides.get(name) or (self.numerical if numerical else self.categorical)
+
+    def feature_alpha(self, features: int) -> float:
+        """The false-alarm rate each of ``features`` features is judged at."""
+        return self.false_alarm_rate / max(features, 1)
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,8 @@ class FeatureEvaluation:
     name: str
     kind: str
     method: str
+    #: the threshold applied to this window (calibrated for its ``events`` when auto;
+    #: NaN when the window has none of the feature's values)
     threshold: float
     scores: tuple[DriftScore, ...]
     drifted: bool | None  # None: fewer than min_events values of this feature in the window
@@ -55,6 +80,9 @@ class FeatureEvaluation:
     nonfinite_ratio: float
     out_of_range_ratio: float
     new_category_ratio: float
+    min_effect: float = 0.0
+    #: how the threshold was set: "calibrated", "fixed" or "alpha" (a test's p-value)
+    threshold_kind: str = "fixed"
 
     @property
     def decision(self) -> DriftScore | None:
@@ -70,6 +98,8 @@ class FeatureEvaluation:
             "type": self.kind,
             "method": self.method,
             "threshold": self.threshold,
+            "threshold_kind": self.threshold_kind,
+            "min_effect": self.min_effect,
             "score": decision.score if decision else None,
             "pvalue": decision.pvalue if decision else None,
             "drifted": self.drifted,

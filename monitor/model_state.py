@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.drift import DriftScore, compare, is_drifted
-from monitor.evaluation import DriftPolicy, FeatureEvaluation, ModelEvaluation
+from monitor.drift import TESTS, DriftScore, compare, is_drifted
+from monitor.evaluation import DriftPolicy, FeatureEvaluation, MethodChoice, ModelEvaluation
 from monitor.events import EventBatch
 from monitor.label_join import Joined
 from monitor.panes import CountLayout, FeatureSlots, PaneCounts
@@ -24,7 +24,14 @@ from monitor.reference import FeatureProfile, ReferenceProfile
 from monitor.schema import FeatureKind
 from monitor.window import PaneWindow
 
-__all__ = ["DELAY_BUCKETS", "LATENCY_BUCKETS", "ModelMonitor", "WindowSpec"]
+__all__ = [
+    "DELAY_BUCKETS",
+    "LATENCY_BUCKETS",
+    "ModelMonitor",
+    "WindowSpec",
+    "feature_scores",
+    "threshold_for",
+]
 
 #: Upper bounds (seconds) of the prediction-latency histogram buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -348,8 +355,10 @@ class ModelMonitor:
         # judged on the feature's own values: a feature missing in 97% of a 1 000-event
         # window has ~30 values, too few for a verdict
         values = int(window.counts[fs.values].sum())
+        alpha = self.policy.feature_alpha(len(self.layout.features))
+        threshold, how = threshold_for(fp, choice, values, alpha)
         if decision is not None and values >= self.policy.min_events:
-            drifted = is_drifted(decision, choice.threshold)
+            drifted = is_drifted(decision, threshold) and decision.score >= choice.effect
         n = window.events
 
         def ratio(count: int) -> float:
@@ -362,7 +371,9 @@ class ModelMonitor:
             name=fp.name,
             kind=fp.kind.value,
             method=choice.method,
-            threshold=choice.threshold,
+            threshold=threshold,
+            threshold_kind=how,
+            min_effect=choice.effect,
             scores=scores,
             drifted=drifted,
             events=values,
@@ -374,18 +385,41 @@ class ModelMonitor:
         )
 
 
+def threshold_for(
+    fp: FeatureProfile, choice: MethodChoice, values: int, alpha: float
+) -> tuple[float, str]:
+    """The threshold a window with ``values`` values of the feature is judged by, and how
+    it was set: the configured number ("fixed"), the feature's share of the false-alarm
+    budget for a test's p-value ("alpha"), or the calibrated quantile ("calibrated")."""
+    if choice.threshold is not None:
+        return choice.threshold, "fixed"
+    if choice.method in TESTS:
+        return alpha, "alpha"
+    if values <= 0:
+        return math.nan, "calibrated"
+    return fp.null_table().threshold(choice.method, values, alpha), "calibrated"
+
+
 def _scores(
     fs: FeatureSlots, window: PaneCounts, methods: tuple[str, ...]
 ) -> tuple[DriftScore, ...]:
     """Every requested method on the window's value bins (no scores for an empty window)."""
-    fp = fs.profile
-    cur = window.counts[fs.values]
+    return feature_scores(fs.profile, window.counts[fs.values], window.sums[fs.values], methods)
+
+
+def feature_scores(
+    fp: FeatureProfile,
+    cur: NDArray[np.int64],
+    cur_sums: NDArray[np.float64],
+    methods: tuple[str, ...],
+) -> tuple[DriftScore, ...]:
+    """Every requested method on one feature's window counts (and per-bin value sums)."""
     if cur.sum() == 0 or fp.counts.sum() == 0:
         return ()
     out = []
     for method in methods:
         if method in _FINE_METHODS and fp.kind is FeatureKind.NUMERICAL:
-            ref_points, cur_points = _points(fp, window.sums[fs.values], cur)
+            ref_points, cur_points = _points(fp, cur_sums, cur)
             out.append(
                 compare(
                     method,
@@ -407,10 +441,12 @@ def _scores(
 def _points(
     fp: FeatureProfile, cur_sums: NDArray[np.float64], cur: NDArray[np.int64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-bin mean value of the reference and of the window (bin centre when empty)."""
-    assert fp.kind is FeatureKind.NUMERICAL
-    centers = fp.bins.centers()  # type: ignore[union-attr]
+    """Where the reference's and the window's mass sit (see
+    :meth:`~monitor.reference.FeatureProfile.wasserstein_points`)."""
+    points, outer = fp.wasserstein_points()
+    cur_points = points.copy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        ref_points = np.where(fp.counts > 0, fp.sums / np.maximum(fp.counts, 1), centers)
-        cur_points = np.where(cur > 0, cur_sums / np.maximum(cur, 1), centers)
-    return ref_points, cur_points
+        for j, (lo, hi) in ((0, outer[0]), (-1, outer[1])):
+            if cur[j] > 0:
+                cur_points[j] = min(max(cur_sums[j] / cur[j], lo), hi)
+    return points, cur_points

@@ -6,15 +6,17 @@ written as versioned JSON (``driftline.reference/v1``) that ``reference.path`` a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from monitor.binning import MISSING_CODE, CategoricalBins, NumericBins
+from monitor.drift import DISTANCES
 from monitor.exceptions import ReferenceError
+from monitor.null_model import NullTable, simulate_null
 from monitor.schema import FeatureKind, FeatureSpec, infer_kind
 
 __all__ = [
@@ -53,10 +55,59 @@ class FeatureProfile:
     std: float = float("nan")
     minimum: float = float("nan")
     maximum: float = float("nan")
+    #: per-bin sum of squared values (numerical): the spread of each bin's mean
+    sumsq: NDArray[np.float64] | None = None
+    _null: dict[str, NullTable] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def null_table(self) -> NullTable:
+        """The simulated null distribution of this feature's scores (computed once)."""
+        table = self._null.get("table")
+        if table is None:
+            table = self._null["table"] = self._simulate()
+        return table
+
+    def _simulate(self) -> NullTable:
+        if self.kind is not FeatureKind.NUMERICAL:
+            methods = tuple(m for m in DISTANCES if m != "wasserstein")
+            return simulate_null(self.counts, self.bins.coarse_starts, methods)
+        points, outer = self.wasserstein_points()
+        return simulate_null(
+            self.counts,
+            self.bins.coarse_starts,
+            DISTANCES,
+            points=points,
+            outer=outer,
+            std=self.std,
+        )
+
+    def wasserstein_points(
+        self,
+    ) -> tuple[NDArray[np.float64], tuple[tuple[float, float], tuple[float, float]]]:
+        """Where Wasserstein puts each bin's mass, and the ranges of the outer bins.
+
+        Both sides put an interior bin's mass at the reference's mean of that bin (its
+        centre when the reference has none there), so the score is a function of counts
+        and its null distribution can be simulated whatever the feature's shape. A
+        window's values below (above) the reference range sit at their own mean, kept
+        within one edge-bin width of the range: a single extreme value moves the score by
+        a bounded amount (how far out it was is what ``out_of_range`` reports).
+        """
+        assert isinstance(self.bins, NumericBins)
+        edges = self.bins.edges
+        with np.errstate(invalid="ignore", divide="ignore"):
+            points = np.where(
+                self.counts > 0, self.sums / np.maximum(self.counts, 1), self.bins.centers()
+            )
+        lo_width, hi_width = edges[1] - edges[0], edges[-1] - edges[-2]
+        outer = (
+            (float(edges[0] - lo_width), float(edges[0])),
+            (float(edges[-1]), float(edges[-1] + hi_width)),
+        )
+        return points.astype(np.float64), outer
 
     @property
     def kind(self) -> FeatureKind:
@@ -74,7 +125,9 @@ class FeatureProfile:
         pad = margin * (self.maximum - self.minimum)
         return (self.minimum - pad, self.maximum + pad)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, calibration: bool = False) -> dict[str, Any]:
+        """The profile as JSON data; with ``calibration`` also the null table (simulated
+        now if need be), which a reference file keeps so that loading it is instant."""
         data: dict[str, Any] = {
             "name": self.name,
             "type": self.kind.value,
@@ -92,6 +145,10 @@ class FeatureProfile:
                 min=self.minimum,
                 max=self.maximum,
             )
+            if self.sumsq is not None:
+                data["sumsq"] = self.sumsq.tolist()
+        if calibration:
+            data["null"] = self.null_table().to_dict()
         return data
 
     @classmethod
@@ -117,7 +174,18 @@ class FeatureProfile:
                 raise ReferenceError(
                     f"feature {spec.name!r}: {counts.size} counts for {bins.n_value_bins} bins"
                 )
-            return cls(spec, bins, counts, sums, int(data["missing"]), *map(float, stats))
+            sumsq = None
+            if data.get("sumsq") is not None:
+                sumsq = np.asarray(data["sumsq"], dtype=np.float64)
+                if sumsq.size != counts.size:
+                    raise ReferenceError(f"feature {spec.name!r}: sumsq has the wrong size")
+            mean, std, lo, hi = map(float, stats)
+            profile = cls(spec, bins, counts, sums, int(data["missing"]), mean, std, lo, hi, sumsq)
+            if data.get("null") is not None:
+                table = NullTable.from_dict(data["null"])
+                if table is not None and table.m == int(counts.sum()):
+                    profile._null["table"] = table
+            return profile
         except (KeyError, TypeError, ValueError) as exc:
             raise ReferenceError(f"invalid feature profile: {exc!r}") from exc
 
@@ -142,14 +210,24 @@ class ReferenceProfile:
     def specs(self) -> tuple[FeatureSpec, ...]:
         return tuple(f.spec for f in self.features)
 
-    def to_dict(self) -> dict[str, Any]:
+    def calibrate(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Simulate every feature's null distribution now rather than at its first
+        evaluation; ``progress(done, total)`` is called after each feature."""
+        profiles = [*self.features, *([self.prediction] if self.prediction else [])]
+        for i, fp in enumerate(profiles, 1):
+            fp.null_table()
+            if progress is not None:
+                progress(i, len(profiles))
+
+    def to_dict(self, calibration: bool = False) -> dict[str, Any]:
+        """The profile as JSON data (see :meth:`FeatureProfile.to_dict`)."""
         return {
             "format": PROFILE_FORMAT,
             "model": self.model,
             "model_version": self.model_version,
             "n_events": self.n_events,
-            "features": [f.to_dict() for f in self.features],
-            "prediction": self.prediction.to_dict() if self.prediction else None,
+            "features": [f.to_dict(calibration) for f in self.features],
+            "prediction": self.prediction.to_dict(calibration) if self.prediction else None,
         }
 
     @classmethod
@@ -186,6 +264,7 @@ def _profile_numeric(
     idx = bins.assign(finite)
     counts = np.bincount(idx, minlength=bins.n_value_bins).astype(np.int64)
     sums = np.bincount(idx, weights=finite, minlength=bins.n_value_bins).astype(np.float64)
+    sumsq = np.bincount(idx, weights=finite**2, minlength=bins.n_value_bins).astype(np.float64)
     return FeatureProfile(
         spec,
         bins,
@@ -196,6 +275,7 @@ def _profile_numeric(
         std=float(finite.std()),
         minimum=float(finite.min()),
         maximum=float(finite.max()),
+        sumsq=sumsq,
     )
 
 
@@ -204,6 +284,11 @@ def _profile_categorical(
 ) -> FeatureProfile:
     values = np.array([None if v is None else str(v) for v in column.tolist()], dtype=object)
     bins = CategoricalBins.from_values(values, opts.max_categories)
+    if len(bins.known) > opts.max_categories and values.size >= 2:
+        # Top-K chosen and counted on the same rows overstates the chosen categories (the
+        # winner's curse): rank on the even rows, count on the odd ones.
+        bins = CategoricalBins.from_values(values, opts.max_categories, rank_on=values[0::2])
+        values = values[1::2]
     codes = bins.assign(values)
     present = codes != MISSING_CODE
     counts = np.bincount(codes[present], minlength=bins.n_value_bins).astype(np.int64)

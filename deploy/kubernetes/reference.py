@@ -37,7 +37,7 @@ def profile_json() -> str:
         FeatureSpec("device", cat),
     ]
     profile = build_profile("fraud", rows, specs)
-    return json.dumps(profile.to_dict(), indent=1, allow_nan=True) + "\n"
+    return json.dumps(profile.to_dict(calibration=True), indent=1, allow_nan=True) + "\n"
 
 
 def main() -> int:

@@ -131,7 +131,15 @@ def test_drifted_features_are_flagged_and_counts_are_exact(
         with urllib.request.urlopen(f"http://127.0.0.1:{http.port}/readyz", timeout=5) as r:
             assert r.status == 200
 
-        m = scrape(http.port)
+        # stage 2 merges the partitions' panes as they are published: wait for it to hold
+        # the final window rather than reading it the moment the counters match
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            m = scrape(http.port)
+            windows = [m.get(("driftline_window_events", (("model", n),))) for n in MODELS]
+            if windows == [6000] * len(MODELS):
+                break
+            time.sleep(0.5)
         for name, (num, cat, drifted) in MODELS.items():
             for feature in num + cat:
                 value = m[("driftline_feature_drifted", (("feature", feature), ("model", name)))]

@@ -52,8 +52,9 @@ def test_minimal_config_has_design_defaults(tmp_path):
         None,
     )
     assert m.features == {}
-    assert (m.drift.numerical.method, m.drift.numerical.threshold) == ("wasserstein", 0.1)
-    assert (m.drift.categorical.method, m.drift.categorical.threshold) == ("jensenshannon", 0.1)
+    assert (m.drift.numerical.method, m.drift.numerical.threshold) == ("wasserstein", "auto")
+    assert (m.drift.categorical.method, m.drift.categorical.threshold) == ("jensenshannon", "auto")
+    assert (m.drift.false_alarm_rate, m.drift.numerical.min_effect) == (0.01, None)
     assert m.drift.numerical.report == ("psi", "ks")
     assert m.drift.categorical.report == ("psi", "chisquare")
     assert (m.drift.min_events, m.drift.overrides) == (100, {})

@@ -78,7 +78,12 @@ def test_collector_exports_the_snapshot():
         get("driftline_feature_drift_score", {**labels, "method": "wasserstein"})
         == fx.decision.score
     )
-    assert get("driftline_feature_drift_threshold", {**labels, "method": "wasserstein"}) == 0.1
+    # calibrated: the null quantile for the window's 500 values at half the 1% budget
+    null = m.layout.features[0].profile.null_table()
+    assert fx.threshold == null.threshold("wasserstein", 500, 0.01 / 2)
+    assert get("driftline_feature_drift_threshold", {**labels, "method": "wasserstein"}) == (
+        fx.threshold
+    )
     assert get("driftline_feature_drift_pvalue", {**labels, "method": "ks"}) is not None
     assert get("driftline_feature_drifted", labels) == 1.0
     assert get("driftline_feature_drifted", {"model": "fraud", "feature": "c"}) == 0.0

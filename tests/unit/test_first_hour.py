@@ -45,7 +45,7 @@ def test_version(capsys):
     assert len(out.split()) == 2
 
 
-def test_a_method_without_a_threshold_takes_the_methods_default():
+def test_a_method_without_a_threshold_is_calibrated():
     config = DriftlineConfig.model_validate(
         {
             "models": [
@@ -61,7 +61,7 @@ def test_a_method_without_a_threshold_takes_the_methods_default():
         }
     )
     drift = config.models[0].drift
-    assert (drift.numerical.threshold, drift.categorical.threshold) == (0.2, 0.05)
+    assert (drift.numerical.threshold, drift.categorical.threshold) == ("auto", "auto")
 
 
 def _config(tmp_path: Path, text: str) -> Path:

@@ -68,7 +68,9 @@ def test_binned_ks_and_wasserstein_track_scipy_on_raw_values(seed, n, shift):
     ks_raw = stats.ks_2samp(ref, cur)
     assert scores["wasserstein"].score == pytest.approx(w_raw, abs=0.02)
     assert scores["ks"].score == pytest.approx(ks_raw.statistic, abs=0.02)
-    assert f.drifted == (scores["wasserstein"].score >= 0.1)
+    w = scores["wasserstein"].score
+    assert f.threshold_kind == "calibrated"
+    assert f.drifted == (w >= f.threshold and w >= f.min_effect)
 
 
 def test_categorical_scores_use_the_window_counts():

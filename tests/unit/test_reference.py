@@ -96,7 +96,14 @@ def test_top_k_other_and_new():
     )
     f = p.feature("c")
     assert f.bins.categories == ("a", "b")
-    assert f.counts.tolist() == [5, 4, 4, 0]  # a, b, other (c, d), new
+    # chosen on the even rows (a a a b b c d), counted on the odd ones (a a b b c c)
+    assert f.counts.tolist() == [2, 2, 2, 0]  # a, b, other (c, d), new
+    assert f.bins.known == {"a", "b", "c", "d"}
+    # without a choice to make, every row is counted
+    every = build_profile(
+        "m", {"c": values}, [FeatureSpec("c", FeatureKind.CATEGORICAL)], BinningOptions()
+    ).feature("c")
+    assert every.counts.tolist() == [5, 4, 3, 1, 0, 0]
 
 
 def test_json_round_trip_and_version_check(tmp_path):
