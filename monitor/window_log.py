@@ -43,33 +43,28 @@ class WindowLog:
     def __init__(self) -> None:
         self._live: dict[str, LoggedWindow] = {}
 
-    def observe(
-        self, evaluations: Mapping[str, ModelEvaluation], alerts: Iterable[AlertChange] = ()
-    ) -> list[LoggedWindow]:
-        """Take the models' newest evaluations and the alert changes since the last call;
-        return the windows that moved on, in event-time order."""
-        out = []
-        for model, ev in evaluations.items():
-            live = self._live.get(model)
-            if live is not None and live.evaluation is ev:
-                continue
-            if live is not None and _span(live.evaluation) == _span(ev):
-                live.evaluation = ev  # the same window, evaluated again (late labels)
-                continue
-            if live is not None:
-                out.append(live)
-            self._live[model] = LoggedWindow(ev)
-        for change in alerts:
+    def evaluated(self, ev: ModelEvaluation) -> LoggedWindow | None:
+        """Take a model's newest evaluation; return its previous window when this one is
+        another (the window moved on)."""
+        live = self._live.get(ev.model)
+        if live is not None and _span(live.evaluation) == _span(ev):
+            live.evaluation = ev  # the same window, evaluated again (late labels)
+            return None
+        self._live[ev.model] = LoggedWindow(ev)
+        return live
+
+    def alerted(self, changes: Iterable[AlertChange]) -> None:
+        """Alert changes, each kept with the live window of its model."""
+        for change in changes:
             live = self._live.get(change.model)
             if live is not None:
                 live.alerts.append(change)
-        return sorted(out, key=_order)
 
     def close(self) -> list[LoggedWindow]:
         """The windows still live, in event-time order."""
-        out = list(self._live.values())
+        out = sorted(self._live.values(), key=_order)
         self._live.clear()
-        return sorted(out, key=_order)
+        return out
 
 
 def _span(ev: ModelEvaluation) -> tuple[float | None, float | None]:
