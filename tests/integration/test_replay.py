@@ -11,8 +11,9 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
@@ -103,7 +104,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]], extra: list[bytes] = 
     return path
 
 
-def write_config(tmp_path: Path, **kafka: Any) -> Path:
+def write_config(tmp_path: Path, alerts: dict[str, Any] | None = None, **kafka: Any) -> Path:
     rng = np.random.default_rng(0)
     n = 5000
     rows = ["x,y,c,prediction"]
@@ -136,6 +137,7 @@ def write_config(tmp_path: Path, **kafka: Any) -> Path:
             }
         ],
         **({"kafka": kafka} if kafka else {}),
+        **({"alerts": alerts} if alerts else {}),
     }
     path = tmp_path / "driftline.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
@@ -156,9 +158,31 @@ def _epoch(text: str) -> float:
 START = datetime(2026, 10, 5, 8, 0, tzinfo=UTC).timestamp()
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.received.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 def test_replay_windows_counts_drift_and_accuracy(tmp_path):
     ev = generate(START)
-    config = write_config(tmp_path)
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    rule = {
+        "alert": "XDrifted",
+        "metric": "driftline_feature_drifted",
+        "match": {"feature": "x"},
+        "threshold": 1,
+        "for": "2m",
+    }
+    sink = {"name": "hook", "type": "webhook", "url": f"http://127.0.0.1:{hook.server_port}/"}
+    config = write_config(tmp_path, alerts={"rules": [rule], "sinks": [sink]})
     events = write_jsonl(tmp_path / "events.jsonl", ev.prediction_records())
     labels = write_jsonl(tmp_path / "labels.jsonl", ev.label_records())
     out = tmp_path / "out.jsonl"
@@ -201,11 +225,22 @@ def test_replay_windows_counts_drift_and_accuracy(tmp_path):
             assert line["performance"]["accuracy"] == pytest.approx(expected, rel=1e-9)
         else:
             assert line["performance"].get("accuracy") is None
-        assert line["alerts"] == []
-    assert any(line["features"]["x"]["drifted"] for line in lines)
+
+    # the rule fired once, two minutes (of event time) after x first drifted; nothing was sent
+    first = next(k for k, line in enumerate(lines) if line["features"]["x"]["drifted"])
+    fired = [k for k, line in enumerate(lines) if line["alerts"]]
+    assert fired in ([first + 2], [first + 3]), fired
+    (alert,) = lines[fired[0]]["alerts"]
+    assert (alert["alert"], alert["state"]) == ("XDrifted", "firing")
+    assert (alert["labels"]["feature"], alert["labels"]["model"]) == ("x", "fraud")
+    held = _epoch(alert["at"]) - _epoch(lines[first]["window_end"]) - LATENESS
+    assert 120 <= held < 125
+    hook.shutdown()
+    assert _Hook.received == []
 
     assert f"{len(lines)} window evaluations" in r.stderr
     assert "x: drifted in" in r.stderr
+    assert "1 fired, 0 resolved" in r.stderr
     assert "no notification sent" in r.stderr
 
 
@@ -313,9 +348,12 @@ def test_bad_lines_are_counted_not_fatal_and_labels_are_optional(tmp_path):
     ev = generate(START, seed=3)
     config = write_config(tmp_path)
     records = ev.prediction_records()[: 3 * 60 * RATE]  # three minutes
+    # a clock in milliseconds: refused by validation on the replay clock, which it does
+    # not move
+    wrong = {**records[100], "event_id": "ms", "timestamp": START * 1000.0 + 60_000.0}
     unknown = {**records[5], "event_id": "other", "model": "nobody"}
     bad = [b"this is not JSON", msgspec.json.encode(unknown), b"[1, 2]"]
-    events = write_jsonl(tmp_path / "events.jsonl", records, bad)
+    events = write_jsonl(tmp_path / "events.jsonl", [*records[:100], wrong, *records[100:]], bad)
 
     r = run_replay("--config", str(config), "--input", str(events))
     assert r.returncode == 0, r.stderr
@@ -326,6 +364,7 @@ def test_bad_lines_are_counted_not_fatal_and_labels_are_optional(tmp_path):
     assert "unknown invalid_json 1" in r.stderr
     assert "unknown unknown_model 1" in r.stderr
     assert "unknown not_an_object 1" in r.stderr
+    assert "fraud timestamp_out_of_range 1" in r.stderr
 
     labels = write_jsonl(
         tmp_path / "labels.jsonl",
