@@ -377,3 +377,30 @@ def test_bad_lines_are_counted_not_fatal_and_labels_are_optional(tmp_path):
     assert "unknown unknown_model 2" in r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert lines[-1]["performance"]["accuracy"] is not None
+
+
+def test_parquet_files_replay_like_their_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from consumers.configfile import load_config
+
+    ev = generate(START, seed=5)
+    config = load_config(str(write_config(tmp_path)))
+    n = 4 * 60 * RATE  # four minutes
+    predictions = ev.prediction_records()[:n]
+    labels = [rec for rec in ev.label_records() if int(rec["event_id"][1:]) < n]
+    outputs = []
+    for suffix in ("jsonl", "parquet"):
+        paths = [tmp_path / f"events.{suffix}", tmp_path / f"labels.{suffix}"]
+        for path, records in zip(paths, (predictions, labels), strict=True):
+            if suffix == "jsonl":
+                write_jsonl(path, records)
+            else:
+                pq.write_table(pa.Table.from_pylist(records), path)
+        out = io.StringIO()
+        replay_files(config, paths[0], paths[1], out, base_dir=tmp_path)
+        outputs.append(out.getvalue())
+    assert outputs[0].count("\n") >= 4
+    assert '"accuracy": 0.' in outputs[0]
+    assert outputs[1] == outputs[0]
