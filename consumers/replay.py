@@ -2,8 +2,10 @@
 
 The records of the files go through what the Kafka records go through: the same decoders
 (each JSONL line is one record value; a Parquet row is encoded to the same JSON), one
-stage-1 input partition (panes, label join) and the local stage 2 the single-instance
-service uses (merge, evaluate), then the configured alert rules. Nothing is computed here.
+stage-1 input partition (panes, label join), stage 2 (merge, evaluate), then the
+configured alert rules. Nothing is computed here. Stage 1's updates reach stage 2 on the
+service's schedule, with a call standing in for the panes topic: closed panes at once,
+panes changed by late labels (and idle watermarks) with each heartbeat.
 
 Time is event time. Each record arrives at the time :func:`~monitor.arrival_clock.
 arrival_times` gives it (its own time for a file in time order), the two files are merged
@@ -11,7 +13,8 @@ by arrival, and the replay clock is the latest arrival so far: it stands for the
 wherever the service reads one (validation's ``max_future``/``max_age``, the watermark
 cap of ``clock_skew``, idle panes moving on, label TTLs, rules' ``for:``). The clock moves
 in steps of the service's stage-2 tick (a second): the records of each step are decoded
-as one batch, predictions before labels, then the service ticks, as its loop does. A
+as one batch, predictions before labels, then the heartbeat when one is due, then the
+stage-2 tick, as the service's loops do. A
 pause in the traffic is crossed one pane at a time, so the panes the service would have
 closed while idle are closed and evaluated one by one. At the end, event time moves on
 until the pane of the last record has closed, as the service's would once traffic stops.
@@ -38,11 +41,13 @@ from alerts.formats import rfc3339
 from alerts.rules import RuleEngine
 from consumers.exceptions import ConsumersError
 from consumers.exporter import evaluation_samples
+from consumers.loop import heartbeat_interval
 from consumers.panes_loop import TICK_SECONDS
-from consumers.service import Service
+from consumers.service import LOCAL_UNIT, Service
 from monitor.arrival_clock import arrival_times
 from monitor.config import DriftlineConfig
 from monitor.evaluation import ModelEvaluation
+from monitor.pane_merge import PaneUpdate
 from monitor.window_log import AlertChange, LoggedWindow, WindowLog
 
 __all__ = [
@@ -189,8 +194,13 @@ class Replay:
         *,
         base_dir: Path | None = None,
     ) -> None:
-        self.service = Service(config, base_dir=base_dir, local=True)
+        # stage 1's updates are handed to stage 2 here, on the service's schedule
+        self.service = Service(config, base_dir=base_dir, local=False)
         self.service.owner.on_evaluation = self._evaluated
+        self.heartbeat = heartbeat_interval(
+            config.state.checkpoint_interval, config.windows.idle_timeout
+        )
+        self._last_heartbeat = -math.inf
         self.rules = RuleEngine(config.alerts.rules) if config.alerts.rules else None
         self.pane = config.windows.pane
         self.lateness = config.windows.allowed_lateness
@@ -238,16 +248,23 @@ class Replay:
         if values[PREDICTION]:
             self.summary.predictions += len(values[PREDICTION])
             decoded = s.decoder.decode(values[PREDICTION], times[PREDICTION], now=now)
-            s.handle(decoded, now, PARTITION)
-            self._alerts(now)
+            self._apply(s.handle(decoded, now, PARTITION), now)  # closed panes: at once
         if values[LABEL]:
             self.summary.labels += len(values[LABEL])
             labels = s.ground_truth_decoder.decode(values[LABEL], times[LABEL], now=now)
-            s.handle_ground_truth(labels, now, PARTITION)
-            self._alerts(now)
+            s.handle_ground_truth(labels, now, PARTITION)  # goes out with the heartbeat
         self._tick(now)
 
-    def _tick(self, now: float) -> None:
+    def _apply(self, updates: list[PaneUpdate], now: float) -> None:
+        if updates:
+            self.service.apply_panes(LOCAL_UNIT, updates, now)
+            self._alerts(now)
+
+    def _tick(self, now: float, *, heartbeat: bool = False) -> None:
+        """A heartbeat of stage 1 when one is due (or ``heartbeat``), then stage 2's tick."""
+        if heartbeat or now - self._last_heartbeat >= self.heartbeat:
+            self._last_heartbeat = now
+            self._apply(self.service.flush(PARTITION, now), now)
         self.service.tick(now)
         self._alerts(now)
 
@@ -267,10 +284,12 @@ class Replay:
             self.summary.end = self.clock
             last_pane_end = (math.floor(self.clock / self.pane) + 1) * self.pane
             step = max(TICK_SECONDS, self.pane / 60.0)
-            now, limit = self.clock, self.clock + self.lateness + 2 * self.pane + step
+            now = self.clock
+            limit = now + self.lateness + 2 * self.pane + self.heartbeat + step
             while not self._closed(last_pane_end) and now < limit:
                 now += step
                 self._tick(now)
+            self._tick(now, heartbeat=True)  # what the service publishes when it stops
         for logged in self.log.close():
             self._done(logged)
         counters = self.service.inputs.counters()

@@ -94,7 +94,9 @@ def generate(start: float, seed: int = 7) -> Events:
     agree = rng.random(n) < 0.75
     y_true = np.where(agree, score >= 0.5, score < 0.5).astype(int)
     labelled = rng.random(n) < 0.8
-    label_time = t + rng.uniform(1.0, 40.0, n)
+    # at most 30 s late: a window's labels all reach stage 2 with the heartbeat (every 30 s)
+    # before the window moves on (a pane and the allowed lateness after its last event)
+    label_time = t + rng.uniform(1.0, 30.0, n)
     return Events(start, t, x, y, c, score, y_true, labelled, label_time)
 
 
