@@ -160,7 +160,7 @@ class ReplaySummary:
         if self.start is not None and self.end is not None:
             span = f", event time {rfc3339(self.start)} to {rfc3339(self.end)}"
         out = [
-            f"replayed {self.predictions} predictions and {self.labels} labels{span}: "
+            f"replayed {self.predictions} prediction and {self.labels} label records{span}: "
             f"{sum(self.evaluations.values())} window evaluations"
         ]
         for model, n in sorted(self.evaluations.items()):
