@@ -17,14 +17,16 @@ from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaProducer
 from sklearn.metrics import accuracy_score
 
+from consumers.configfile import load_config
 from consumers.loop import ConsumerLoop
 from consumers.replay import replay_files
 from consumers.service import Service
-from monitor.config import DriftlineConfig
 
 DRIFTLINE = [sys.executable, "-m", "consumers.cli"]
 PANE, SIZE, LATENESS = 60.0, 600.0, 10.0
@@ -270,10 +272,7 @@ def test_replay_says_what_the_service_exports(
         "consumer": consumer_config(),
         "poll_timeout_ms": 200,
     }
-    path = write_config(tmp_path, **kafka)
-    from consumers.configfile import load_config
-
-    config: DriftlineConfig = load_config(str(path))
+    config = load_config(str(write_config(tmp_path, **kafka)))
 
     out = io.StringIO()
     replay_files(
@@ -382,11 +381,6 @@ def test_bad_lines_are_counted_not_fatal_and_labels_are_optional(tmp_path):
 
 
 def test_parquet_files_replay_like_their_jsonl(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from consumers.configfile import load_config
-
     ev = generate(START, seed=5)
     config = load_config(str(write_config(tmp_path)))
     n = 4 * 60 * RATE  # four minutes
