@@ -14,10 +14,10 @@ wherever the service reads one (validation's ``max_future``/``max_age``, the wat
 cap of ``clock_skew``, idle panes moving on, label TTLs, rules' ``for:``). The clock moves
 in steps of the service's stage-2 tick (a second): the records of each step are decoded
 as one batch, predictions before labels, then the heartbeat when one is due, then the
-stage-2 tick, as the service's loops do. A
-pause in the traffic is crossed one pane at a time, so the panes the service would have
-closed while idle are closed and evaluated one by one. At the end, event time moves on
-until the pane of the last record has closed, as the service's would once traffic stops.
+stage-2 tick, as the service's loops do. A pause in the traffic is crossed one pane at a
+time, so the panes the service would have closed while idle are closed and evaluated one
+by one. At the end, event time moves on until the pane of the last record has closed, as
+the service's would once traffic stops.
 
 Alert rules are evaluated on the replay clock after every step; nothing is sent (no
 notification, no retraining request): the transitions are written with their window.
@@ -211,7 +211,7 @@ class Replay:
         #: the replay clock: the latest arrival so far
         self.clock = -math.inf
         #: the samples the rules read, kept while the evaluations are the same objects
-        self._samples: tuple[list[int], list[Any]] = ([], [])
+        self._samples: tuple[list[ModelEvaluation], list[Any]] = ([], [])
 
     # -- the clock -------------------------------------------------------------------------
 
@@ -219,22 +219,32 @@ class Replay:
         """Replay ``(arrival, kind, value)`` records in their order; return the summary."""
         values: tuple[list[bytes], list[bytes]] = ([], [])
         times: tuple[list[float], list[float]] = ([], [])
+        #: records with no time before the first one with a time: they arrive with it
+        timeless: list[tuple[int, bytes]] = []
         step_end = -math.inf
         for arrival, kind, value in records:
-            t = max(self.clock, arrival if arrival is not None else self.clock)
-            if not math.isfinite(t):
-                t = 0.0  # nothing readable yet: the decoder refuses these by their time
+            if arrival is None and not math.isfinite(self.clock):
+                timeless.append((kind, value))
+                continue
+            t = self.clock if arrival is None else max(self.clock, arrival)
             if t >= step_end or len(values[PREDICTION]) + len(values[LABEL]) >= self.max_batch:
                 if values[PREDICTION] or values[LABEL]:
                     self._step(values, times)
                     values, times = ([], []), ([], [])
                 self._pause(t)
                 step_end = t + TICK_SECONDS
-            self.clock = t
-            values[kind].append(value)
-            times[kind].append(t)
             if self.summary.start is None:
                 self.summary.start = t
+            self.clock = t
+            for k, v in [*timeless, (kind, value)]:
+                values[k].append(v)
+                times[k].append(t)
+            timeless.clear()
+        if timeless:  # no time anywhere: the epoch, where validation refuses what it must
+            self.clock = 0.0
+            for k, v in timeless:
+                values[k].append(v)
+                times[k].append(0.0)
         if values[PREDICTION] or values[LABEL]:
             self._step(values, times)
         self._finish()
@@ -317,9 +327,10 @@ class Replay:
         if self.rules is None:
             return
         evaluations = self.service.owner.evaluations()
-        ids = [id(ev) for ev in evaluations.values()]
-        if ids != self._samples[0]:
-            self._samples = (ids, evaluation_samples(evaluations))
+        current = list(evaluations.values())
+        held = self._samples[0]
+        if len(current) != len(held) or any(a is not b for a, b in zip(current, held, strict=True)):
+            self._samples = (current, evaluation_samples(evaluations))
         changes = []
         for t in self.rules.evaluate(self._samples[1], now):
             if t.notifies:

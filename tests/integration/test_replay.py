@@ -352,6 +352,8 @@ def test_bad_lines_are_counted_not_fatal_and_labels_are_optional(tmp_path):
     # a clock in milliseconds: refused by validation on the replay clock, which it does
     # not move
     wrong = {**records[100], "event_id": "ms", "timestamp": START * 1000.0 + 60_000.0}
+    # no timestamp: it takes the replay clock's time, as the service gives it the record's
+    del records[150]["timestamp"]
     unknown = {**records[5], "event_id": "other", "model": "nobody"}
     bad = [b"this is not JSON", msgspec.json.encode(unknown), b"[1, 2]"]
     events = write_jsonl(tmp_path / "events.jsonl", [*records[:100], wrong, *records[100:]], bad)
