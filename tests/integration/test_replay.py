@@ -402,3 +402,28 @@ def test_parquet_files_replay_like_their_jsonl(tmp_path):
     assert outputs[0].count("\n") >= 4
     assert '"accuracy": 0.' in outputs[0]
     assert outputs[1] == outputs[0]
+
+
+def test_a_pause_in_the_traffic_is_crossed_one_pane_at_a_time(tmp_path):
+    ev = generate(START, seed=9)
+    config = load_config(str(write_config(tmp_path)))
+    n = 3 * 60 * RATE  # three minutes, a 30-minute pause, three minutes
+    records = ev.prediction_records()[:n]
+    after = ev.prediction_records()[:n]
+    for i, record in enumerate(after):
+        record["event_id"] = f"after{i}"
+        record["timestamp"] = _iso(float(ev.time[i]) + 33 * 60)
+    times = np.concatenate([ev.time[:n], ev.time[:n] + 33 * 60])
+    out = io.StringIO()
+    replay_files(
+        config, write_jsonl(tmp_path / "events.jsonl", records + after), None, out, tmp_path
+    )
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    ends = [_epoch(line["window_end"]) for line in lines]
+    # every pane of the pause closed on its own: the windows move a pane at a time
+    assert ends == [ends[0] + PANE * k for k in range(len(lines))]
+    assert ends[-1] == START + 36 * 60
+    for line, end in zip(lines, ends, strict=True):
+        assert line["events"] == int(((times >= end - SIZE) & (times < end)).sum())
+    assert min(line["events"] for line in lines if line["events"]) > 0
+    assert [line["events"] for line in lines].count(0) >= 20  # the windows of the pause
