@@ -425,5 +425,4 @@ def test_a_pause_in_the_traffic_is_crossed_one_pane_at_a_time(tmp_path):
     assert ends[-1] == START + 36 * 60
     for line, end in zip(lines, ends, strict=True):
         assert line["events"] == int(((times >= end - SIZE) & (times < end)).sum())
-    assert min(line["events"] for line in lines if line["events"]) > 0
     assert [line["events"] for line in lines].count(0) >= 20  # the windows of the pause
