@@ -4,10 +4,11 @@ A file of events has no arrival times, only the times the events carry. A replay
 clock anyway (validation, watermark caps, idle panes and alert ``for:`` durations all
 read one), so each record is given an arrival time from the times around it: the median
 time of the ``span`` records before it, itself and the ``span`` records after it in its
-file. For a file in time order that is the record's own time; one record stamped by a
-wrong clock (a year ahead, milliseconds for seconds) does not move it, and a real pause
-in the traffic moves it at the first record after the pause. Records whose time cannot
-be read (``None``) take the median of their neighbours too.
+file. For a file in time order that is the record's own time (or a neighbour's, next to
+a time that is unreadable or wrong); one record stamped by a wrong clock (a year ahead,
+milliseconds for seconds) does not move it, and a real pause in the traffic moves it at
+the first record after the pause. Records whose time cannot be read (``None``) take the
+median of their neighbours too.
 
 >>> times = [1.0, 2.0, 9e9, 4.0, 5.0, 6.0, 7.0, None, 900.0, 901.0, 902.0, 903.0]
 >>> [t for t, _ in arrival_times([(t, i) for i, t in enumerate(times)], span=2)]
