@@ -98,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--http-port", type=int, default=0, help="0 picks a free port")
     demo.add_argument("--rate", type=float, default=400.0, help="predictions per second")
 
+    replay = sub.add_parser(
+        "replay",
+        help="evaluate files of past events offline, in event time (backtesting)",
+        description="Run the service's core over files of prediction and ground-truth "
+        "events (JSONL, or Parquet), in event time: one JSON line per window evaluated, "
+        "a summary on standard error. Sends no notification and no retraining request.",
+    )
+    replay.add_argument("--config", required=True, help=CONFIG_HELP)
+    replay.add_argument("--input", required=True, help="prediction events: .jsonl or .parquet")
+    replay.add_argument("--labels", help="ground-truth events: .jsonl or .parquet")
+    replay.add_argument("--output", help="JSONL path (default: standard output)")
+
     ref = sub.add_parser("reference", help="reference profiles")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="COMMAND")
     build = ref_sub.add_parser("build", help="build a profile JSON from a reference file")
@@ -142,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _init(args)
         if args.command == "reference":
             return _reference_build(args)
+        if args.command == "replay":
+            setup_logging(level="WARNING", json_logs=False)
+            return _replay(args)
         if args.command == "rules":
             from alerts import export_rules
 
@@ -228,6 +243,23 @@ def _reference_build(args: argparse.Namespace) -> int:
         )
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from consumers.replay import replay_files
+
+    config = load_config(args.config)
+    check_files(config, args.config)
+    base = Path(args.config).resolve().parent
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            summary = replay_files(config, args.input, args.labels, out, base)
+    else:
+        summary = replay_files(config, args.input, args.labels, sys.stdout, base)
+        sys.stdout.flush()
+    for line in summary.lines():
+        print(f"driftline replay: {line}" if not line.startswith(" ") else line, file=sys.stderr)
     return EXIT_OK
 
 

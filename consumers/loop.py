@@ -59,6 +59,7 @@ __all__ = [
     "HEADER_PREFIX",
     "ConsumerLoop",
     "dead_letter_headers",
+    "heartbeat_interval",
     "open_store",
     "security_config",
 ]
@@ -116,6 +117,14 @@ def open_store(
     return DirectoryStore(state.dir, keep=state.keep)
 
 
+def heartbeat_interval(checkpoint_interval: float, idle_timeout: float) -> float:
+    """How often stage 1 sends every partition's changed panes and watermarks to stage 2
+    when nothing closes a pane: stage 2 learns how far each partition is (and that it is
+    alive) from these, so they go out more often than checkpoints when ``idle_timeout``
+    is short."""
+    return min(checkpoint_interval, idle_timeout / 4)
+
+
 class ConsumerLoop:
     """Stage 1 (the input topics into a :class:`Service`'s partitions, closed panes out to
     the panes topic) and, on its own thread, stage 2 (:class:`PanesLoop`), until stopped."""
@@ -145,9 +154,9 @@ class ConsumerLoop:
         self._last_checkpoint = time.monotonic()
         self._assigned_at = time.monotonic()
         self._producer: Any = None
-        # stage 2 learns how far each partition is (and that it is alive) from these, so
-        # they go out more often than checkpoints when idle_timeout is short
-        self.heartbeat_interval = min(checkpoint_interval, service.config.windows.idle_timeout / 4)
+        self.heartbeat_interval = heartbeat_interval(
+            checkpoint_interval, service.config.windows.idle_timeout
+        )
         self._last_heartbeat = time.monotonic()
         self.dead_letter_log = DeadLetterLog()
         #: pane records sent, not yet known to be durable, and records to send again

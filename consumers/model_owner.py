@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,8 @@ class ModelOwner:
         self.rejected: Counter[str] = Counter()
         #: model versions whose stream-built reference was replaced by a newer version's
         self._retired: dict[str, set[Any]] = {}
+        #: told of every evaluation as it is made (``driftline replay`` logs each window)
+        self.on_evaluation: Callable[[ModelEvaluation], None] | None = None
 
     def _reject(self, reason: str, update: PaneUpdate, why: str) -> None:
         self.rejected[reason] += 1
@@ -198,6 +200,8 @@ class ModelOwner:
         m.evaluation = evaluator.evaluate_window(
             window, now, m.merge.watermark, m.merge.window_range()
         )
+        if self.on_evaluation is not None:
+            self.on_evaluation(m.evaluation)
 
     # -- ownership and checkpoints -----------------------------------------------------------
 
