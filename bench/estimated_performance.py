@@ -93,9 +93,7 @@ def run(seeds: int, nannyml_python: str | None) -> None:
                     "m", {"x": xr, "prediction": sr, "label": yr}, positive_label=1
                 )
                 plain = ExpectedPerformance(THRESHOLD)
-                calibrated = ExpectedPerformance(
-                    THRESHOLD, calibration=profile.score_calibration
-                )
+                calibrated = ExpectedPerformance(THRESHOLD, calibration=profile.score_calibration)
                 rows.append(
                     {
                         "model": model,

@@ -213,8 +213,8 @@ def _check_references(config: Any, path: str) -> None:
 
 
 def _reference_build(args: argparse.Namespace) -> int:
-    from consumers.reference_files import read_columns
     from consumers.model_specs import positive_label_of
+    from consumers.reference_files import read_columns
     from consumers.service import options_of, specs_of
     from monitor.reference import build_profile
     from monitor.schema import FeatureKind

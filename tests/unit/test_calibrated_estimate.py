@@ -107,23 +107,25 @@ def test_labels_are_positive_as_the_configured_positive_label(tmp_path: Path):
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["x", "prediction", "label"])
-        w.writerows(
-            zip(x.tolist(), sigmoid(2 * x).tolist(), np.where(y == 1, "fraud", "ok").tolist())
-        )
+        labels = np.where(y == 1, "fraud", "ok").tolist()
+        w.writerows(zip(x.tolist(), sigmoid(2 * x).tolist(), labels, strict=True))
     settings = ModelSettings.model_validate(
         {"name": "m", "reference": {"path": str(path)}, "positive_label": "fraud"}
     )
     profile = load_reference(settings)
     assert profile.score_calibration is not None
     _, expected = accumulators_of(settings, profile)
-    assert expected is not None and expected.calibration is profile.score_calibration
+    assert expected is not None
+    assert expected.calibration is profile.score_calibration
     xl, yl = sample(2, *SHIFTS["covariate"], 5_000)
     score = sigmoid(2 * xl)
     got = estimated(expected, score)["accuracy"]
     assert abs(got - realized(yl, score)["accuracy"]) <= 0.02
 
     # the same calibration as from 0/1 labels with positive_label 1
-    direct = build_profile("m", {"x": x, "prediction": sigmoid(2 * x), "label": y}, positive_label=1)
+    direct = build_profile(
+        "m", {"x": x, "prediction": sigmoid(2 * x), "label": y}, positive_label=1
+    )
     assert direct.score_calibration is not None
     assert np.allclose(direct.score_calibration.scores, profile.score_calibration.scores)
     assert np.array_equal(
@@ -164,7 +166,8 @@ def test_profiles_without_calibration_say_why():
     assert "only 50 labelled" in str(reason)
     # an old profile (no calibration stored) estimates from the raw scores, and says so
     old = ReferenceProfile.from_dict(build_profile("m", columns).to_dict())
-    assert old.score_calibration is None and "older driftline" in str(old.uncalibrated_reason)
+    assert old.score_calibration is None
+    assert "older driftline" in str(old.uncalibrated_reason)
 
 
 def test_calibration_is_small_even_for_many_distinct_scores():
@@ -173,7 +176,8 @@ def test_calibration_is_small_even_for_many_distinct_scores():
     cal = fit_calibration(s, rng.random(200_000) < s**2)
     assert isinstance(cal, ScoreCalibration)
     assert cal.scores.size <= MAX_KNOTS
-    assert np.all(np.abs(cal.apply(np.linspace(0.05, 0.95, 19)) - np.linspace(0.05, 0.95, 19) ** 2) < 0.02)
+    probe = np.linspace(0.05, 0.95, 19)
+    assert np.all(np.abs(cal.apply(probe) - probe**2) < 0.02)
 
 
 @settings(max_examples=200, deadline=None)
