@@ -14,6 +14,7 @@ import sklearn.metrics as skm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers.cli import main
 from consumers.model_specs import accumulators_of, load_reference
 from monitor.config import ModelSettings
 from monitor.panes import CountLayout
@@ -131,6 +132,31 @@ def test_labels_are_positive_as_the_configured_positive_label(tmp_path: Path):
     assert np.array_equal(
         direct.score_calibration.probabilities, profile.score_calibration.probabilities
     )
+
+
+def test_reference_build_keeps_the_calibration_or_says_why_not(tmp_path: Path, capsys):
+    x, y = sample(1, 0.0, 1.0, 2_000)
+    labelled = tmp_path / "labelled.csv"
+    unlabelled = tmp_path / "unlabelled.csv"
+    with labelled.open("w", newline="") as f, unlabelled.open("w", newline="") as g:
+        a, b = csv.writer(f), csv.writer(g)
+        a.writerow(["x", "prediction", "label"])
+        b.writerow(["x", "prediction"])
+        for xi, si, yi in zip(x.tolist(), sigmoid(2 * x).tolist(), y.tolist(), strict=True):
+            a.writerow([xi, si, "true" if yi else "false"])
+            b.writerow([xi, si])
+    config = tmp_path / "driftline.yaml"
+    config.write_text("models:\n  - name: m\n    reference: {path: labelled.csv}\n")
+    out = tmp_path / "m.profile.json"
+    args = ["reference", "build", "--config", str(config), "--model", "m", "--output"]
+    assert main([*args, str(out), "--input", str(labelled)]) == 0
+    stored = json.loads(out.read_text())["score_calibration"]
+    assert stored["rows"] == 2_000
+    assert stored["positives"] == int(y.sum())
+    assert "no score calibration" not in capsys.readouterr().err
+    assert main([*args, str(out), "--input", str(unlabelled)]) == 0
+    assert "score_calibration" not in json.loads(out.read_text())
+    assert "no score calibration: the reference has no 'label' column" in capsys.readouterr().err
 
 
 def test_profile_round_trips_with_its_calibration():
