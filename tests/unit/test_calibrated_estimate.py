@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from consumers.cli import main
 from consumers.model_specs import accumulators_of, load_reference
 from monitor.config import ModelSettings
+from monitor.events import EventBatch
+from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.panes import CountLayout
 from monitor.performance import ExpectedPerformance
 from monitor.reference import ReferenceProfile, build_profile
@@ -75,6 +77,38 @@ def test_calibrated_estimate_is_within_two_points_of_the_realized(model, shift):
     got = estimated(ExpectedPerformance(0.5, calibration=profile.score_calibration), score)
     for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
         assert abs(got[metric] - truth[metric]) <= 0.02, (metric, got[metric], truth[metric])
+
+
+def test_a_monitors_window_reports_the_calibrated_estimate():
+    profile = reference("overconfident")
+    x, y = sample(2, *SHIFTS["covariate"])
+    score = MODELS["overconfident"](x)
+    n = x.size
+    events = EventBatch(
+        model="m",
+        event_time=np.random.default_rng(3).uniform(0, 100, n),
+        event_id=[str(i) for i in range(n)],
+        model_version=np.full(n, "v1", dtype=object),
+        numerical={"x": x},
+        categorical={},
+        score=score,
+        label=np.full(n, None, dtype=object),
+        latency_ms=np.full(n, np.nan),
+        flags={},
+    )
+    evaluations = {}
+    for name, calibration in (("calibrated", profile.score_calibration), ("raw", None)):
+        expected = ExpectedPerformance(0.5, calibration=calibration)
+        monitor = ModelMonitor(profile, WindowSpec(100.0, 100.0, 0.0), expected=expected)
+        monitor.ingest(events)
+        monitor.advance(100.0)
+        evaluations[name] = monitor.evaluate(1.0)
+    truth = realized(y, score)["accuracy"]
+    calibrated, raw = evaluations["calibrated"], evaluations["raw"]
+    assert abs(calibrated.estimated["accuracy"] - truth) <= 0.02
+    assert raw.estimated["accuracy"] - truth > 0.05
+    assert calibrated.to_dict()["performance"]["estimated_calibrated"] is True
+    assert raw.to_dict()["performance"]["estimated_calibrated"] is False
 
 
 @pytest.mark.parametrize("shift", SHIFTS)
