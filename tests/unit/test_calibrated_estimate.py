@@ -240,7 +240,7 @@ def test_calibration_is_small_even_for_many_distinct_scores():
     assert np.all(np.abs(cal.apply(probe) - probe**2) < 0.02)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     score=st.lists(
         st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.0, 0.5, 1.0]),
