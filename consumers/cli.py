@@ -213,6 +213,7 @@ def _check_references(config: Any, path: str) -> None:
 
 
 def _reference_build(args: argparse.Namespace) -> int:
+    from consumers.model_specs import positive_label_of
     from consumers.reference_files import read_columns
     from consumers.service import options_of, specs_of
     from monitor.reference import build_profile
@@ -226,8 +227,15 @@ def _reference_build(args: argparse.Namespace) -> int:
     columns = read_columns(args.input)
     kind = FeatureKind.CATEGORICAL if settings.task == "multiclass_classification" else None
     profile = build_profile(
-        settings.name, columns, specs_of(settings), options_of(settings), prediction_kind=kind
+        settings.name,
+        columns,
+        specs_of(settings),
+        options_of(settings),
+        prediction_kind=kind,
+        positive_label=positive_label_of(settings),
     )
+    if settings.task == "binary_classification" and profile.score_calibration is None:
+        print(f"no score calibration: {profile.uncalibrated_reason}", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         end = "\n" if done == total else ""

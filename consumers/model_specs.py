@@ -34,6 +34,7 @@ __all__ = [
     "load_reference",
     "options_of",
     "policy_of",
+    "positive_label_of",
     "specs_of",
 ]
 
@@ -54,6 +55,13 @@ def specs_of(settings: ModelSettings) -> list[FeatureSpec] | None:
     return [
         FeatureSpec(name, FeatureKind(f.type), f.bounds) for name, f in settings.features.items()
     ]
+
+
+def positive_label_of(settings: ModelSettings) -> object | None:
+    """A binary classifier's positive label (default ``"1"``); ``None`` for other tasks."""
+    if settings.task != "binary_classification":
+        return None
+    return settings.positive_label if settings.positive_label is not None else "1"
 
 
 def options_of(settings: ModelSettings) -> BinningOptions:
@@ -91,12 +99,13 @@ def accumulators_of(
 ) -> tuple[PerformanceAccumulator | None, ExpectedPerformance | None]:
     """Realized and estimated performance of a model's task.
 
-    Binary classification compares labels with ``positive_label`` (default ``"1"``);
-    multiclass needs the classes, taken from the reference's predictions.
+    Binary classification compares labels with ``positive_label`` (default ``"1"``) and
+    estimates through the reference's score calibration, when it has one; multiclass needs
+    the classes, taken from the reference's predictions.
     """
     task = settings.task
-    if task == "binary_classification":
-        positive = settings.positive_label if settings.positive_label is not None else "1"
+    positive = positive_label_of(settings)
+    if positive is not None:
         threshold = settings.decision_threshold
         return (
             accumulator_for(
@@ -105,7 +114,7 @@ def accumulators_of(
                 decision_threshold=threshold,
                 negative_label=settings.negative_label,
             ),
-            ExpectedPerformance(threshold),
+            ExpectedPerformance(threshold, calibration=profile.score_calibration),
         )
     if task == "regression":
         return accumulator_for(task, positive_label=None), None
@@ -137,6 +146,7 @@ def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> Ref
         specs_of(settings),
         options_of(settings),
         prediction_kind=prediction_kind,
+        positive_label=positive_label_of(settings),
     )
 
 
@@ -182,6 +192,19 @@ class ModelSpec:
     def set_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         self.fingerprint = CountLayout(profile, self.settings.quality.range_margin).fingerprint
+        if positive_label_of(self.settings) is None or profile.prediction is None:
+            return
+        if profile.score_calibration is None:
+            log.warning(
+                "estimated performance from uncalibrated scores: %s",
+                profile.uncalibrated_reason,
+                extra={"model": self.name},
+            )
+        else:
+            log.info(
+                "estimated performance from calibrated scores",
+                extra={"model": self.name, "reference_rows": profile.score_calibration.rows},
+            )
 
     def new_monitor(self, profile: ReferenceProfile | None = None) -> ModelMonitor:
         """A monitor of ``profile`` (default: the current reference)."""

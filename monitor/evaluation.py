@@ -127,8 +127,11 @@ class ModelEvaluation:
     prediction: tuple[DriftScore, ...] = ()
     #: realized metrics on the labels joined to the window's predictions
     performance: Mapping[str, float] = field(default_factory=dict)
-    #: confidence-based estimates over all the window's predictions (calibrated scores)
+    #: confidence-based estimates over all the window's predictions
     estimated: Mapping[str, float] = field(default_factory=dict)
+    #: whether ``estimated`` read the scores through the reference's calibration (``None``
+    #: without estimates)
+    estimated_calibrated: bool | None = None
     label_coverage: float | None = None
     labelled_events: int = 0
 
@@ -163,6 +166,7 @@ class ModelEvaluation:
             "performance": {
                 "realized": dict(self.performance),
                 "estimated": dict(self.estimated),
+                "estimated_calibrated": self.estimated_calibrated,
                 "label_coverage": self.label_coverage,
                 "labelled_events": self.labelled_events,
             },

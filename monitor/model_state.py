@@ -343,6 +343,9 @@ class ModelMonitor:
             estimated=estimated,
             label_coverage=coverage,
             labelled_events=labelled,
+            estimated_calibrated=(
+                None if self.expected is None else self.expected.calibration is not None
+            ),
         )
 
     def _evaluate_feature(self, fs: FeatureSlots, window: PaneCounts) -> FeatureEvaluation:

@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from monitor.labels import normalize_label, normalize_labels
+from monitor.score_calibration import ScoreCalibration
 
 __all__ = [
     "BINARY_METRICS",
@@ -479,17 +480,20 @@ class RegressionPerformance:
 class ExpectedPerformance:
     """Performance expected from the scores alone, before any label arrives (CBPE).
 
-    Confidence-based performance estimation, as NannyML's CBPE: **assuming the scores are
-    calibrated**, P(y = positive | score = p) = p, so each prediction is a positive with
-    probability p whatever its label turns out to be. The expected confusion matrix at
-    threshold t is then ``E[TP] = Σ p·1[p>=t]``, ``E[FP] = Σ (1-p)·1[p>=t]``,
-    ``E[FN] = Σ p·1[p<t]``, ``E[TN] = Σ (1-p)·1[p<t]``, and the expected ROC AUC is the
-    AUC of score histograms weighted by p (positives) and 1 - p (negatives).
+    Confidence-based performance estimation, as NannyML's CBPE: each prediction is a
+    positive with probability p, whatever its label turns out to be, where p is its score
+    read through ``calibration`` (fitted on the labelled reference, see
+    :mod:`monitor.score_calibration`), or without one the score itself, which is then
+    **assumed calibrated**. The predicted class is still the model's: positive when the
+    score (clipped to [0, 1]) is >= the threshold t. The expected confusion matrix is
+    ``E[TP] = Σ p·1[s>=t]``, ``E[FP] = Σ (1-p)·1[s>=t]``, ``E[FN] = Σ p·1[s<t]``,
+    ``E[TN] = Σ (1-p)·1[s<t]``, and the expected ROC AUC is the AUC of histograms of the
+    scores s weighted by p (positives) and 1 - p (negatives).
 
     It runs over every prediction with a score, labelled or not. It tracks covariate shift
-    (the score distribution moving), because calibration holds there; under concept drift
-    (P(y | x) itself changes) the scores stop being calibrated and the estimate is wrong,
-    which is what comparing it with the realized performance shows.
+    (the inputs, hence the scores, moving while P(y | x) stays), because the calibration
+    holds there; under concept drift (P(y | x) itself changes) the calibration is stale and
+    the estimate is wrong, which is what comparing it with the realized performance shows.
 
     >>> est = ExpectedPerformance()
     >>> m = est.metrics(est.accumulate(np.array([0.9, 0.8, 0.1, 0.3])))
@@ -500,30 +504,40 @@ class ExpectedPerformance:
     metric_names = EXPECTED_METRICS
     _N, _TP, _FP, _FN, _TN = range(5)
 
-    def __init__(self, decision_threshold: float = 0.5, bins: int = SCORE_BINS) -> None:
+    def __init__(
+        self,
+        decision_threshold: float = 0.5,
+        bins: int = SCORE_BINS,
+        *,
+        calibration: ScoreCalibration | None = None,
+    ) -> None:
         if bins < 1:
             raise ValueError("bins must be >= 1")
         self.decision_threshold = float(decision_threshold)
         self.bins = bins
+        self.calibration = calibration
         self.size = 5 + 2 * bins
 
     def zeros(self) -> Vector:
         return np.zeros(self.size)
 
     def accumulate(self, score: ArrayLike) -> Vector:
-        """The vector of these predictions; scores clipped to [0, 1], NaN ones left out."""
-        s = _floats(score, None, "score")
-        p = np.clip(s[~np.isnan(s)], 0.0, 1.0)
-        positive = p >= self.decision_threshold
+        """The vector of these predictions; scores clipped to [0, 1], NaN ones left out
+        (the calibration reads the scores before clipping)."""
+        raw = _floats(score, None, "score")
+        raw = raw[~np.isnan(raw)]
+        s = np.clip(raw, 0.0, 1.0)
+        p = s if self.calibration is None else self.calibration.apply(raw)
+        positive = s >= self.decision_threshold
         out = self.zeros()
-        out[self._N] = p.size
+        out[self._N] = s.size
         out[self._TP] = p[positive].sum()
         out[self._FP] = (1 - p[positive]).sum()
         out[self._FN] = p[~positive].sum()
         out[self._TN] = (1 - p[~positive]).sum()
         b = self.bins
-        out[5 : 5 + b] = _histogram(p, p, b)
-        out[5 + b : 5 + 2 * b] = _histogram(p, 1 - p, b)
+        out[5 : 5 + b] = _histogram(s, p, b)
+        out[5 + b : 5 + 2 * b] = _histogram(s, 1 - p, b)
         return out
 
     def predictions(self, acc: Vector) -> int:

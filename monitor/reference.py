@@ -16,10 +16,13 @@ from numpy.typing import NDArray
 from monitor.binning import MISSING_CODE, CategoricalBins, NumericBins
 from monitor.drift import DISTANCES
 from monitor.exceptions import ReferenceError
+from monitor.labels import normalize_label, normalize_labels
 from monitor.null_model import NullTable, simulate_null
 from monitor.schema import FeatureKind, FeatureSpec, infer_kind
+from monitor.score_calibration import ScoreCalibration, fit_calibration
 
 __all__ = [
+    "LABEL",
     "PREDICTION",
     "PROFILE_FORMAT",
     "BinningOptions",
@@ -31,8 +34,15 @@ __all__ = [
 PROFILE_FORMAT = "driftline.reference/v1"
 #: Name of the pseudo-feature holding the model output (score or class).
 PREDICTION = "prediction"
+#: Name of the reference column holding the ground truth.
+LABEL = "label"
 #: Reference columns that are not input features.
-_NOT_FEATURES = frozenset({PREDICTION, "label", "event_id", "timestamp", "model_version"})
+_NOT_FEATURES = frozenset({PREDICTION, LABEL, "event_id", "timestamp", "model_version"})
+#: Why a profile read from JSON has no score calibration.
+_NO_CALIBRATION_STORED = (
+    "the reference profile holds no score calibration (built without labels, "
+    "for another task, or by an older driftline)"
+)
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,11 @@ class ReferenceProfile:
     features: tuple[FeatureProfile, ...]
     prediction: FeatureProfile | None = None
     model_version: str | None = None
+    #: map of a binary classifier's scores to probabilities of its positive class, fitted
+    #: on the labelled reference; ``None`` when there is none
+    score_calibration: ScoreCalibration | None = None
+    #: why there is no ``score_calibration`` (not stored)
+    uncalibrated_reason: str | None = field(default=None, compare=False)
 
     def feature(self, name: str) -> FeatureProfile:
         for f in self.features:
@@ -220,8 +235,9 @@ class ReferenceProfile:
                 progress(i, len(profiles))
 
     def to_dict(self, calibration: bool = False) -> dict[str, Any]:
-        """The profile as JSON data (see :meth:`FeatureProfile.to_dict`)."""
-        return {
+        """The profile as JSON data (see :meth:`FeatureProfile.to_dict`); the key
+        ``score_calibration`` only when there is one."""
+        data: dict[str, Any] = {
             "format": PROFILE_FORMAT,
             "model": self.model,
             "model_version": self.model_version,
@@ -229,6 +245,9 @@ class ReferenceProfile:
             "features": [f.to_dict(calibration) for f in self.features],
             "prediction": self.prediction.to_dict(calibration) if self.prediction else None,
         }
+        if self.score_calibration is not None:
+            data["score_calibration"] = self.score_calibration.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
@@ -241,12 +260,15 @@ class ReferenceProfile:
         try:
             features = tuple(FeatureProfile.from_dict(f) for f in data["features"])
             pred = data.get("prediction")
+            stored = data.get("score_calibration")
             return cls(
                 model=str(data["model"]),
                 n_events=int(data["n_events"]),
                 features=features,
                 prediction=FeatureProfile.from_dict(pred) if pred else None,
                 model_version=data.get("model_version"),
+                score_calibration=ScoreCalibration.from_dict(stored) if stored else None,
+                uncalibrated_reason=None if stored else _NO_CALIBRATION_STORED,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReferenceError(f"invalid reference profile: {exc!r}") from exc
@@ -312,12 +334,19 @@ def build_profile(
     *,
     prediction_kind: FeatureKind | None = None,
     model_version: str | None = None,
+    positive_label: object | None = None,
 ) -> ReferenceProfile:
     """Build a profile from reference columns (missing values as ``None`` or NaN).
 
     ``specs`` fixes the features and their kinds; without it every column but
     ``prediction``/``label`` is a feature and its kind is inferred. A ``prediction``
     column, when present, becomes the reference of the model-output drift.
+
+    ``positive_label`` is given for a binary classifier only: with a numerical
+    ``prediction`` (its score) and a ``label`` column, the profile then holds the score's
+    calibration (:func:`~monitor.score_calibration.fit_calibration`, rows without a label
+    left out, a label is positive when it normalises to ``positive_label``); when it
+    cannot, ``uncalibrated_reason`` says why.
 
     >>> cols = {"x": np.arange(1000.0), "c": np.array(["a", "b"] * 500, dtype=object)}
     >>> p = build_profile("m", cols)
@@ -352,4 +381,28 @@ def build_profile(
         pspec = FeatureSpec(PREDICTION, kind)
         builder = _profile_numeric if kind is FeatureKind.NUMERICAL else _profile_categorical
         prediction = builder(pspec, column, opts)
-    return ReferenceProfile(model, n, tuple(features), prediction, model_version)
+    calibration: ScoreCalibration | None = None
+    reason: str | None = "no binary classifier's labelled reference to calibrate on"
+    if positive_label is not None:
+        calibration, reason = _calibration(columns, prediction, positive_label)
+    return ReferenceProfile(
+        model, n, tuple(features), prediction, model_version, calibration, reason
+    )
+
+
+def _calibration(
+    columns: Mapping[str, NDArray[Any]],
+    prediction: FeatureProfile | None,
+    positive_label: object,
+) -> tuple[ScoreCalibration | None, str | None]:
+    """The score calibration of a binary classifier's reference, or why there is none."""
+    if prediction is None or prediction.kind is not FeatureKind.NUMERICAL:
+        return None, f"the reference has no numerical {PREDICTION!r} column (score)"
+    if LABEL not in columns:
+        return None, f"the reference has no {LABEL!r} column"
+    positive = normalize_label(positive_label)
+    labels = normalize_labels(columns[LABEL])
+    labelled = np.not_equal(labels, np.array(None, dtype=object))
+    score = _as_float(np.asarray(columns[PREDICTION])[labelled], PREDICTION)
+    fitted = fit_calibration(score, labels[labelled] == positive)
+    return (fitted, None) if isinstance(fitted, ScoreCalibration) else (None, fitted)
