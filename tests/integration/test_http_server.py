@@ -1,0 +1,233 @@
+"""The HTTP server against real clients: routes, HEAD, 405, OpenMetrics, the /metrics
+snapshot, and a slowloris flood of half-open connections.
+
+The server is the real one over a real (idle) service; no broker is needed: nothing is
+consumed, the endpoints only read the service's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import Counter
+
+from consumers.http import HttpServer
+from consumers.service import Service
+from monitor.config import DriftlineConfig
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+ROUTES = [
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/api/v1/models",
+    "/api/v1/models/fraud",
+    "/api/v1/models/nope",
+    "/api/v1/alerts",
+    "/elsewhere",
+]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Service:
+    reference = tmp_path / "reference.csv"
+    reference.write_text("amount,country\n" + "".join(f"{i},FR\n" for i in range(50)))
+    config = DriftlineConfig.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": "127.0.0.1:9",  # never contacted
+                "group_id": "g",
+                "predictions_topic": "p",
+                "dead_letter_topic": "d",
+            },
+            "models": [{"name": "fraud", "reference": {"path": str(reference)}}],
+        }
+    )
+    return Service(config)
+
+
+@contextlib.contextmanager
+def serving(service: Service, **settings: float) -> Iterator[HttpServer]:
+    server = HttpServer("127.0.0.1", 0, service.registry, service, **settings)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_port_zero_is_a_free_port_reported_after_start(service: Service) -> None:
+    with serving(service) as server:
+        assert server.port > 0
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+            pass
+
+
+def test_routes_answer_as_before(service: Service) -> None:
+    with serving(service) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
+        r = c.get("/metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert b"driftline_events_total" in r.content or b"driftline_build_info" in r.content
+        r = c.get("/healthz")
+        assert (r.status_code, r.text) == (200, "ok\n")
+        r = c.get("/readyz")  # never assigned a partition: not ready
+        assert r.status_code == 503
+        assert r.json()["ready"] is False
+        assert r.json()["reasons"]
+        r = c.get("/api/v1/models/")  # a trailing slash is the same route
+        assert [m["model"] for m in r.json()["models"]] == ["fraud"]
+        r = c.get("/api/v1/models/fraud")
+        assert (r.status_code, r.json()["model"]) == (200, "fraud")
+        r = c.get("/api/v1/models/a%2Fb%20c")  # URL-decoded
+        assert (r.status_code, r.json()) == (404, {"error": "unknown model 'a/b c'"})
+        r = c.get("/api/v1/alerts")
+        assert (r.status_code, r.json()) == (200, {"alerts": []})
+        r = c.get("/elsewhere?x=1")
+        assert (r.status_code, r.json()) == (404, {"error": "not found", "path": "/elsewhere"})
+        assert r.headers["content-type"] == "application/json"
+
+
+def test_head_has_the_headers_of_get_and_no_body(service: Service) -> None:
+    with serving(service, metrics_max_age=60.0) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
+            for path in ROUTES:
+                conn.request("GET", path)
+                get = conn.getresponse()
+                body = get.read()
+                # on the same connection: a body after HEAD would be read as the next response
+                conn.request("HEAD", path)
+                head = conn.getresponse()
+                assert head.read() == b""
+                assert head.status == get.status, path
+                for name in ("content-type", "content-length"):
+                    assert head.getheader(name) == get.getheader(name), (path, name)
+                assert int(get.getheader("content-length") or -1) == len(body)
+            conn.request("GET", "/healthz")  # the connection is still in step
+            assert conn.getresponse().read() == b"ok\n"
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_405(service: Service, method: str) -> None:
+    with serving(service) as server:
+        r = httpx.request(method, f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        assert r.status_code == 405
+        assert r.headers["allow"] == "GET, HEAD"
+        assert r.json()["error"] == "method not allowed"
+
+
+def test_openmetrics_is_negotiated(service: Service) -> None:
+    with serving(service) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
+        om = c.get("/metrics", headers={"Accept": OPENMETRICS})
+        assert om.headers["content-type"].startswith("application/openmetrics-text")
+        assert om.content.endswith(b"# EOF\n")
+        text = c.get("/metrics", headers={"Accept": "text/plain"})
+        assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert not text.content.endswith(b"# EOF\n")
+
+
+def test_metrics_come_from_a_snapshot_at_most_max_age_old(service: Service) -> None:
+    probe = Counter("driftline_test_probe", "changed by the test", registry=service.registry)
+    with serving(service, metrics_max_age=2.0) as server:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        first = httpx.get(url, timeout=5).content
+        first_om = httpx.get(url, headers={"Accept": OPENMETRICS}, timeout=5).content
+        assert b"driftline_test_probe_total 0.0" in first
+        probe.inc()
+        # within max_age: the same bytes, though the counter changed (each format its own)
+        assert httpx.get(url, timeout=5).content == first
+        assert httpx.get(url, headers={"Accept": OPENMETRICS}, timeout=5).content == first_om
+        time.sleep(2.2)
+        assert b"driftline_test_probe_total 1.0" in httpx.get(url, timeout=5).content
+        assert (
+            b"driftline_test_probe_total 1.0"
+            in httpx.get(url, headers={"Accept": OPENMETRICS}, timeout=5).content
+        )
+
+
+def test_concurrent_scrapers_share_one_rendering(service: Service) -> None:
+    with serving(service, metrics_max_age=60.0) as server:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+
+        async def scrape_together(n: int) -> set[bytes]:
+            limits = httpx.Limits(max_connections=n)
+            async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+                responses = await asyncio.gather(*(client.get(url) for _ in range(n)))
+            assert all(r.status_code == 200 for r in responses)
+            return {r.content for r in responses}
+
+        bodies = asyncio.run(scrape_together(40))
+        assert len(bodies) == 1
+        assert server.app.metrics.renders == 1
+
+
+def _half_open(port: int, n: int) -> list[socket.socket]:
+    """``n`` connections that each sent part of a request head and then nothing."""
+    out = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: driftline\r\nX-Slow: ")
+        out.append(s)
+    return out
+
+
+def _closed_by_server(s: socket.socket, timeout: float) -> bool:
+    s.settimeout(timeout)
+    try:
+        return s.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_half_open_connection_is_closed_after_header_timeout(service: Service) -> None:
+    with serving(service, header_timeout=1.5) as server:
+        (s,) = _half_open(server.port, 1)
+        try:
+            start = time.monotonic()
+            assert not _closed_by_server(s, 0.5)  # not at once
+            assert _closed_by_server(s, 5.0)
+            assert 1.0 < time.monotonic() - start < 5.0
+            assert server.connections.timed_out == 1
+        finally:
+            s.close()
+
+
+def test_slowloris_neither_blocks_metrics_nor_costs_threads(service: Service) -> None:
+    threads_before = threading.active_count()
+    with serving(service, max_connections=256, header_timeout=3.0) as server:
+        sockets = _half_open(server.port, 1200)
+        try:
+            start = time.monotonic()
+            r = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+            took = time.monotonic() - start
+            assert r.status_code == 200, took
+            # the server's threads: its event loop and a few workers, not one per connection
+            assert threading.active_count() - threads_before < 10
+            assert threading.active_count() < 30
+            # at most max_connections open: the oldest half-open ones were evicted
+            assert len(server.connections.open) <= 256
+            assert server.connections.evicted >= 1200 - 256
+            # and the ones left are closed by the header timeout
+            deadline = time.monotonic() + 10
+            while server.connections.open and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not server.connections.open
+            assert server.connections.timed_out > 0
+            assert all(_closed_by_server(s, 1.0) for s in sockets[-50:])
+        finally:
+            for s in sockets:
+                s.close()
