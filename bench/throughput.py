@@ -92,10 +92,10 @@ def driftline_rate(bootstrap: str, topic: str, n: int, reference: Path) -> tuple
     first: list[float] = []
     decode = service.decoder.decode
 
-    def timed_decode(values: Any, times: Any) -> Any:
+    def timed_decode(values: Any, times: Any, now: float | None = None) -> Any:
         if not first:
             first.append(time.perf_counter())
-        return decode(values, times)
+        return decode(values, times, now=now)
 
     service.decoder.decode = timed_decode  # type: ignore[method-assign]
     stop = threading.Event()

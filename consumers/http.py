@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: idle keep-alive connections are closed after this many seconds
 KEEP_ALIVE_TIMEOUT = 5.0
+# connections waiting to be accepted; asyncio also accepts up to this many at once before
+# the connection limit sees them, so it bounds the file descriptors a flood can take
+_BACKLOG = 128
 
 
 class _Connections:
@@ -138,7 +141,7 @@ class HttpServer:
         header_timeout: float = 10.0,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.create_server((host, port), family=family, backlog=1024)
+        self._socket = socket.create_server((host, port), family=family, backlog=_BACKLOG)
         self._work = ThreadPoolExecutor(2, thread_name_prefix="driftline-http-work")
         users = web_config.users if web_config is not None else {}
         self._auth_work = ThreadPoolExecutor(1, thread_name_prefix="driftline-http-auth")
@@ -173,6 +176,7 @@ class HttpServer:
             server_header=False,
             timeout_keep_alive=int(KEEP_ALIVE_TIMEOUT),
             timeout_graceful_shutdown=5,
+            backlog=_BACKLOG,
             **extra,
         )
 
