@@ -142,6 +142,21 @@ def slowloris(port: int, connections: int, stop_after: float, reopen: bool) -> N
 # -- the measured process ------------------------------------------------------------------
 
 
+def thread_cpu(prefix: str) -> float:
+    """CPU seconds used so far by this process's threads whose name starts with ``prefix``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for t in threading.enumerate():
+        if t.name.startswith(prefix) and t.native_id is not None:
+            try:
+                stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -201,17 +216,19 @@ def run(mode: str, bootstrap: str, topic: str, n: int, reference: Path) -> dict[
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
     first: list[float] = []
+    cpu_at_first: list[float] = []
     decode = service.decoder.decode
 
     def timed_decode(values: Any, times: Any, now: float | None = None) -> Any:
         if not first:
             first.append(time.perf_counter())
+            cpu_at_first.extend((thread_cpu("driftline-http"), thread_cpu("bench-consumer")))
         return decode(values, times, now=now)
 
     service.decoder.decode = timed_decode  # type: ignore[method-assign]
     stop = threading.Event()
     loop = ConsumerLoop(service, config.kafka)
-    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=loop.run, args=(stop,), name="bench-consumer", daemon=True)
     thread.start()
     latencies: list[float] = []
     threads, fds = os_threads(), open_fds()
@@ -228,9 +245,17 @@ def run(mode: str, bootstrap: str, topic: str, n: int, reference: Path) -> dict[
             next_fetch = time.monotonic() + 0.2
         time.sleep(0.01)
     end = time.perf_counter()
+    http_cpu = thread_cpu("driftline-http") - cpu_at_first[0]
+    consumer_cpu = thread_cpu("bench-consumer") - cpu_at_first[1]
     stop.set()
     thread.join(30)
-    out: dict[str, Any] = {"rate": counted / (end - first[0]), "complete": counted >= n}
+    out: dict[str, Any] = {
+        "rate": counted / (end - first[0]),
+        "complete": counted >= n,
+        # CPU of the HTTP threads (event loop, workers) and of the consumer, per second
+        "http_cpu": http_cpu / (end - first[0]),
+        "consumer_cpu": consumer_cpu / (end - first[0]),
+    }
     if child is not None:
         assert child.stdin is not None
         assert child.stdout is not None
@@ -250,7 +275,10 @@ def run(mode: str, bootstrap: str, topic: str, n: int, reference: Path) -> dict[
 
 
 def describe(mode: str, r: dict[str, Any]) -> str:
-    line = f"{mode:<18} {r['rate']:>9,.0f} events/s   threads {r['threads']}, fds {r['fds']}"
+    line = (
+        f"{mode:<18} {r['rate']:>7,.0f} events/s, CPU s/s: consumer {r['consumer_cpu']:.2f} "
+        f"HTTP {r['http_cpu']:.2f}; threads {r['threads']}, fds {r['fds']}"
+    )
     if "scrapers" in mode:
         line += f"   {r['child']} by {SCRAPERS} loops, {r['renders']} renderings"
     if mode.startswith("slowloris"):
@@ -322,10 +350,13 @@ def main() -> int:
         finally:
             broker.stop()
     quiet = float(np.median([r["rate"] for r in results["quiet"]]))
-    print(f"median quiet: {quiet:,.0f} events/s")
-    for mode in MODES[1:]:
+    for mode in MODES:
         rate = float(np.median([r["rate"] for r in results[mode]]))
-        print(f"median {mode}: {rate:,.0f} events/s, {rate / quiet:.2f} of quiet")
+        http_cpu = float(np.median([r["http_cpu"] for r in results[mode]]))
+        print(
+            f"median {mode}: {rate:,.0f} events/s ({rate / quiet:.2f} of quiet), "
+            f"HTTP threads {http_cpu:.3f} CPU s/s"
+        )
     return 0 if all(r["complete"] for rs in results.values() for r in rs) else 1
 
 

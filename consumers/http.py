@@ -6,7 +6,9 @@ previous response) is closed, which ends slowloris-style half-open connections; 
 keep-alive connections are closed after 5 s. At most ``max_connections`` are open: one
 more evicts the oldest connection still waiting for its request, or is closed at once
 when all of them are busy with one, so a flood of half-open connections cannot keep a
-scraper out. Optional TLS and basic auth come from a :class:`WebConfig`.
+scraper out. The event loop's thread keeps to a share of one core (10 %), so clients
+asking as fast as they can slow themselves, not consumption. Optional TLS and basic auth
+come from a :class:`WebConfig`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,33 @@ class _Connections:
             idle.drop()
         self.open[new] = None
         return True
+
+
+class _CpuBudget:
+    """Keeps the event loop's thread within ``share`` of one core, by sleeping (which
+    releases the interpreter to the consumer) whenever it used more over the last tick.
+
+    The consumer and the HTTP server share one interpreter lock: without a bound, clients
+    asking as fast as they can would take up to half of it, whatever they ask for.
+    """
+
+    def __init__(self, share: float, tick: float = 0.02, longest_sleep: float = 0.5) -> None:
+        self.share, self.tick, self.longest_sleep = share, tick, longest_sleep
+        self.slept = 0.0  #: seconds the loop slept to keep within its share
+        self._cpu = self._wall = 0.0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._cpu, self._wall = time.thread_time(), time.monotonic()
+        loop.call_later(self.tick, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        used = time.thread_time() - self._cpu
+        excess = used / self.share - (time.monotonic() - self._wall)
+        if excess > 0:
+            pause = min(excess, self.longest_sleep)
+            time.sleep(pause)
+            self.slept += pause
+        self.start(loop)
 
 
 def _protocol(connections: _Connections) -> type[asyncio.Protocol]:
@@ -126,7 +155,11 @@ class _Protocol(H11Protocol):
 
 class HttpServer:
     """The HTTP endpoints on ``host:port`` (0: a free port, see :attr:`port`), served by
-    uvicorn on its own daemon thread; the port is bound when constructed."""
+    uvicorn on its own daemon thread; the port is bound when constructed.
+
+    ``cpu_share`` bounds the event loop's thread to that share of one core (0.1: 10 %), so
+    that no amount of HTTP traffic takes more than that from consumption.
+    """
 
     def __init__(
         self,
@@ -139,6 +172,7 @@ class HttpServer:
         metrics_max_age: float = 1.0,
         max_connections: int = 256,
         header_timeout: float = 10.0,
+        cpu_share: float = 0.1,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.create_server((host, port), family=family, backlog=_BACKLOG)
@@ -154,6 +188,7 @@ class HttpServer:
             auth_work=self._auth_work,
         )
         self.connections = _Connections(max_connections, header_timeout)
+        self.cpu = _CpuBudget(cpu_share)
         tls = web_config.tls if web_config is not None else None
         self.tls = tls is not None
         self._server = uvicorn.Server(self._config(tls))
@@ -184,9 +219,13 @@ class HttpServer:
     def port(self) -> int:
         return int(self._socket.getsockname()[1])
 
+    async def _main(self) -> None:
+        self.cpu.start(asyncio.get_running_loop())
+        await self._server.serve(sockets=[self._socket])
+
     def _serve(self) -> None:
         try:
-            asyncio.run(self._server.serve(sockets=[self._socket]))
+            asyncio.run(self._main())
         except BaseException as exc:  # reported by start() or logged
             self._failure = exc
             log.exception("the HTTP server stopped")
