@@ -76,7 +76,7 @@ class _CpuBudget:
     asking as fast as they can would take up to half of it, whatever they ask for.
     """
 
-    def __init__(self, share: float, tick: float = 0.02, longest_sleep: float = 0.5) -> None:
+    def __init__(self, share: float, tick: float = 0.1, longest_sleep: float = 1.0) -> None:
         self.share, self.tick, self.longest_sleep = share, tick, longest_sleep
         self.slept = 0.0  #: seconds the loop slept to keep within its share
         self._cpu = self._wall = 0.0

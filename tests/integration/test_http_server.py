@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -231,3 +234,46 @@ def test_slowloris_neither_blocks_metrics_nor_costs_threads(service: Service) ->
         finally:
             for s in sockets:
                 s.close()
+
+
+SCRAPE_LOOPS = """
+import http.client, sys, threading, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+done = []
+def loop():
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        conn.getresponse().read()
+        conn.close()
+        done.append(1)
+threads = [threading.Thread(target=loop) for _ in range(20)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(done))
+"""
+
+
+def _cpu_seconds(thread: threading.Thread) -> float:
+    stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_greedy_scrapers_get_at_most_the_cpu_share(service: Service) -> None:
+    with serving(service, cpu_share=0.1) as server:
+        (loop_thread,) = [t for t in threading.enumerate() if t.name == "driftline-http"]
+        before, start = _cpu_seconds(loop_thread), time.monotonic()
+        child = subprocess.run(
+            [sys.executable, "-c", SCRAPE_LOOPS, str(server.port), "4"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        share = (_cpu_seconds(loop_thread) - before) / (time.monotonic() - start)
+        assert int(child.stdout) > 100  # served all along, only slower
+        assert share < 0.16, share  # 0.1 and the tick's overshoot; unbounded it takes 0.3+
+        assert server.cpu.slept > 0
