@@ -41,14 +41,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from throughput import LOW_TIMEOUTS, columns, produce
+from throughput import bench_config, columns, produce
 
 from consumers.broker import EmbeddedBroker
 from consumers.http import HttpServer
 from consumers.loop import ConsumerLoop
 from consumers.service import Service
 from consumers.topics import ensure_topics
-from monitor.config import DriftlineConfig
 
 SCRAPERS = 20
 HALF_OPEN = 3000
@@ -186,20 +185,7 @@ def fetch_metrics(port: int) -> float:
 
 def run(mode: str, bootstrap: str, topic: str, n: int, reference: Path) -> dict[str, Any]:
     """Consume the topic with a fresh service under ``mode``'s HTTP load."""
-    config = DriftlineConfig.model_validate(
-        {
-            "kafka": {
-                "bootstrap_servers": bootstrap,
-                "group_id": f"bench-http-{uuid.uuid4().hex[:8]}",
-                "predictions_topic": topic,
-                "dead_letter_topic": topic + ".dlq",
-                "consumer": LOW_TIMEOUTS,
-                "poll_timeout_ms": 200,
-            },
-            "windows": {"pane": "10s", "size": "60s", "allowed_lateness": "1s"},
-            "models": [{"name": "bench", "reference": {"path": str(reference)}}],
-        }
-    )
+    config = bench_config(bootstrap, topic, reference, "bench-http")
     service = Service(config)
     max_age = 0.0 if mode == "scrapers-uncached" else 1.0
     server = HttpServer("127.0.0.1", 0, service.registry, service, metrics_max_age=max_age)

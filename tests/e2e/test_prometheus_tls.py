@@ -12,34 +12,16 @@ from pathlib import Path
 import bcrypt
 import pytest
 import yaml
+from idle_service import idle_service
 from test_prometheus import Server, query  # skips this module too without Prometheus
 from tls_files import make_tls_files
 
 from consumers.http import HttpServer
-from consumers.service import Service
 from consumers.web_config import load_web_config
-from monitor.config import DriftlineConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 USER, PASSWORD = "prometheus", "s3cr3t-scrape"
-
-
-def _service(tmp_path: Path) -> Service:
-    reference = tmp_path / "reference.csv"
-    reference.write_text("amount\n" + "".join(f"{i}\n" for i in range(50)))
-    config = DriftlineConfig.model_validate(
-        {
-            "kafka": {
-                "bootstrap_servers": "127.0.0.1:9",  # never contacted: nothing is consumed
-                "group_id": "g",
-                "predictions_topic": "p",
-                "dead_letter_topic": "d",
-            },
-            "models": [{"name": "fraud", "reference": {"path": str(reference)}}],
-        }
-    )
-    return Service(config)
 
 
 def _job(name: str, target: str, ca: Path, password: str) -> dict[str, object]:
@@ -64,7 +46,7 @@ def test_prometheus_scrapes_over_https_with_basic_auth(tmp_path: Path) -> None:
             }
         )
     )
-    service = _service(tmp_path)
+    service = idle_service(tmp_path)
     http = HttpServer("127.0.0.1", 0, service.registry, service, web_config=load_web_config(web))
     http.start()
     directory = tmp_path / "prometheus"

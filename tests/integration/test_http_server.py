@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from idle_service import idle_service
 from prometheus_client import Counter
 
 from consumers.http import HttpServer
 from consumers.service import Service
-from monitor.config import DriftlineConfig
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 ROUTES = [
@@ -42,20 +42,7 @@ ROUTES = [
 
 @pytest.fixture
 def service(tmp_path: Path) -> Service:
-    reference = tmp_path / "reference.csv"
-    reference.write_text("amount,country\n" + "".join(f"{i},FR\n" for i in range(50)))
-    config = DriftlineConfig.model_validate(
-        {
-            "kafka": {
-                "bootstrap_servers": "127.0.0.1:9",  # never contacted
-                "group_id": "g",
-                "predictions_topic": "p",
-                "dead_letter_topic": "d",
-            },
-            "models": [{"name": "fraud", "reference": {"path": str(reference)}}],
-        }
-    )
-    return Service(config)
+    return idle_service(tmp_path)
 
 
 @contextlib.contextmanager

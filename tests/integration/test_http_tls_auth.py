@@ -16,6 +16,7 @@ import bcrypt
 import httpx
 import pytest
 import yaml
+from idle_service import idle_service
 from tls_files import TlsFiles, make_tls_files
 
 from consumers.basic_auth import BasicAuth
@@ -24,7 +25,6 @@ from consumers.configfile import ConfigError
 from consumers.http import HttpServer
 from consumers.service import Service
 from consumers.web_config import WebConfig, load_web_config
-from monitor.config import DriftlineConfig
 
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 
@@ -36,20 +36,7 @@ def tls(tmp_path: Path) -> TlsFiles:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Service:
-    reference = tmp_path / "reference.csv"
-    reference.write_text("amount\n" + "".join(f"{i}\n" for i in range(50)))
-    config = DriftlineConfig.model_validate(
-        {
-            "kafka": {
-                "bootstrap_servers": "127.0.0.1:9",  # never contacted
-                "group_id": "g",
-                "predictions_topic": "p",
-                "dead_letter_topic": "d",
-            },
-            "models": [{"name": "fraud", "reference": {"path": str(reference)}}],
-        }
-    )
-    return Service(config)
+    return idle_service(tmp_path)
 
 
 def _hash(password: str) -> str:
