@@ -3,7 +3,8 @@
 No thread per connection: every connection is a coroutine's worth of state. A connection
 that has not sent a whole request head within ``header_timeout`` of opening (or of its
 previous response) is closed, which ends slowloris-style half-open connections; idle
-keep-alive connections are closed after 5 s. At most ``max_connections`` are open: one
+keep-alive connections are closed after 5 s, and so is one whose request is still
+unanswered a minute after that. At most ``max_connections`` are open: one
 more evicts the oldest connection still waiting for its request, or is closed at once
 when all of them are busy with one, so a flood of half-open connections cannot keep a
 scraper out. The event loop's thread keeps to a share of one core (10 %), so clients
@@ -47,13 +48,15 @@ _BACKLOG = 128
 class _Connections:
     """The open connections of one server, oldest first, and the limit on them."""
 
-    def __init__(self, limit: int, header_timeout: float) -> None:
+    def __init__(self, limit: int, header_timeout: float, response_timeout: float) -> None:
         self.limit = limit
         self.header_timeout = header_timeout
+        self.response_timeout = response_timeout
         self.open: OrderedDict[_Protocol, None] = OrderedDict()
         self.evicted = 0  #: connections closed to make room for new ones
         self.refused = 0  #: new connections closed because every open one was busy
         self.timed_out = 0  #: connections closed for not sending a request head in time
+        self.too_slow = 0  #: connections closed for not taking their response in time
 
     def admit(self, new: _Protocol) -> bool:
         """Make room for ``new``; False when there is none (every connection is busy)."""
@@ -148,8 +151,20 @@ class _Protocol(H11Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.waiting() and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.waiting():
             self.connections_.timed_out += 1
+            self.drop()
+        else:  # a request in progress: its response must be taken within response_timeout
+            self._header_timer = self.loop.call_later(
+                self.connections_.response_timeout, self._response_timeout
+            )
+
+    def _response_timeout(self) -> None:
+        self._header_timer = None
+        if not self.waiting() and not self.transport.is_closing():
+            self.connections_.too_slow += 1
             self.drop()
 
 
@@ -158,7 +173,12 @@ class HttpServer:
     uvicorn on its own daemon thread; the port is bound when constructed.
 
     ``cpu_share`` bounds the event loop's thread to that share of one core (0.1: 10 %), so
-    that no amount of HTTP traffic takes more than that from consumption.
+    that no amount of HTTP traffic takes more than that from consumption. A request still
+    in progress ``header_timeout`` after its connection opened (or after its previous
+    response) has ``response_timeout`` more to be answered, or its connection is closed,
+    so that hung requests cannot hold every connection the limit allows. (A response is
+    handed to the connection whole: a client that does not read it holds its copy until
+    the header timeout closes the connection.)
     """
 
     def __init__(
@@ -172,6 +192,7 @@ class HttpServer:
         metrics_max_age: float = 1.0,
         max_connections: int = 256,
         header_timeout: float = 10.0,
+        response_timeout: float = 60.0,
         cpu_share: float = 0.1,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -187,7 +208,7 @@ class HttpServer:
             auth=BasicAuth(users) if users else None,
             auth_work=self._auth_work,
         )
-        self.connections = _Connections(max_connections, header_timeout)
+        self.connections = _Connections(max_connections, header_timeout, response_timeout)
         self.cpu = _CpuBudget(cpu_share)
         tls = web_config.tls if web_config is not None else None
         self.tls = tls is not None

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 from idle_service import idle_service
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
+from prometheus_client.metrics_core import Metric
 
 from consumers.http import HttpServer
 from consumers.service import Service
@@ -264,3 +265,45 @@ def test_greedy_scrapers_get_at_most_the_cpu_share(service: Service) -> None:
         assert int(child.stdout) > 100  # served all along, only slower
         assert share < 0.16, share  # 0.1 and the tick's overshoot; unbounded it takes 0.3+
         assert server.cpu.slept > 0
+
+
+def test_a_client_that_does_not_read_its_response_is_dropped(service: Service) -> None:
+    # a /metrics of several MB, more than the socket buffers hold: the rest waits in the
+    # server's buffer, which the header timeout frees
+    big = Gauge("driftline_test_big", "many series", ["n"], registry=service.registry)
+    for i in range(60_000):
+        big.labels(n=f"series-number-{i:06d}").set(i)
+    with serving(service, header_timeout=1.0) as server:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        try:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: driftline\r\n\r\n")  # and never read
+            deadline = time.monotonic() + 20
+            while server.connections.timed_out == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.connections.timed_out == 1
+            assert not server.connections.open
+        finally:
+            s.close()
+
+
+class SlowCollector:
+    """A collector that takes ``seconds`` to collect: a request that hangs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def collect(self) -> Iterator[Metric]:
+        time.sleep(self.seconds)
+        yield from ()
+
+
+def test_a_request_unanswered_past_the_response_timeout_is_dropped(service: Service) -> None:
+    service.registry.register(SlowCollector(4.0))
+    with serving(service, header_timeout=0.5, response_timeout=1.0) as server:
+        start = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+        assert time.monotonic() - start < 3.5  # closed before the answer came
+        assert server.connections.too_slow == 1
