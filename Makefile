@@ -80,6 +80,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/http_load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -73,12 +73,13 @@ def produce(bootstrap: str, topic: str, n: int, rng: np.random.Generator) -> flo
     return time.perf_counter() - start
 
 
-def driftline_rate(bootstrap: str, topic: str, n: int, reference: Path) -> tuple[int, float]:
-    config = DriftlineConfig.model_validate(
+def bench_config(bootstrap: str, topic: str, reference: Path, group: str) -> DriftlineConfig:
+    """The benchmarks' service: model ``bench`` on ``topic``, a fresh group named ``group-*``."""
+    return DriftlineConfig.model_validate(
         {
             "kafka": {
                 "bootstrap_servers": bootstrap,
-                "group_id": f"bench-driftline-{uuid.uuid4().hex[:8]}",
+                "group_id": f"{group}-{uuid.uuid4().hex[:8]}",
                 "predictions_topic": topic,
                 "dead_letter_topic": topic + ".dlq",
                 "consumer": LOW_TIMEOUTS,
@@ -88,14 +89,18 @@ def driftline_rate(bootstrap: str, topic: str, n: int, reference: Path) -> tuple
             "models": [{"name": "bench", "reference": {"path": str(reference)}}],
         }
     )
+
+
+def driftline_rate(bootstrap: str, topic: str, n: int, reference: Path) -> tuple[int, float]:
+    config = bench_config(bootstrap, topic, reference, "bench-driftline")
     service = Service(config)
     first: list[float] = []
     decode = service.decoder.decode
 
-    def timed_decode(values: Any, times: Any) -> Any:
+    def timed_decode(values: Any, times: Any, now: float | None = None) -> Any:
         if not first:
             first.append(time.perf_counter())
-        return decode(values, times)
+        return decode(values, times, now=now)
 
     service.decoder.decode = timed_decode  # type: ignore[method-assign]
     stop = threading.Event()

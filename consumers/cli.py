@@ -26,6 +26,7 @@ from consumers.configfile import (
 )
 from consumers.exceptions import ConsumersError
 from consumers.logs import setup_logging
+from consumers.web_config import web_config_for
 from monitor.exceptions import MonitorError
 
 __all__ = ["main"]
@@ -146,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config)
             check_files(config, args.config)
             _check_references(config, args.config)
+            web_config_for(args.config, config.http.web_config)
             for warning in config_warnings(args.config):
                 print(f"driftline: warning: {warning}", file=sys.stderr)
             sys.stdout.write(dump_config(config))
@@ -301,12 +303,13 @@ def _summaries(service: Any, every: float, stop: threading.Event) -> None:
 
 
 def _run(config_path: str, summary_every: float = 60.0) -> int:
-    from consumers.http import HttpServer
+    from consumers.http import http_server
     from consumers.loop import ConsumerLoop, open_store
     from consumers.service import Service
 
     config = load_config(config_path)
     check_files(config, config_path)
+    web_config = web_config_for(config_path, config.http.web_config)
     for warning in config_warnings(config_path):
         log.warning("configuration: %s", warning)
     service = Service(config, base_dir=Path(config_path).resolve().parent)
@@ -317,10 +320,10 @@ def _run(config_path: str, summary_every: float = 60.0) -> int:
     # checkpoints, alert state and the alert outbox all live in the configured store
     store = open_store(config.state, config.kafka, secrets)
     service.enable_alerting(store, time.time())
-    http = HttpServer(config.http.host, config.http.port, service.registry, service)
+    http = http_server(config.http, web_config, service.registry, service)
     http.start()
     shown = "127.0.0.1" if config.http.host in ("0.0.0.0", "::", "") else config.http.host
-    base = f"http://{shown}:{http.port}"
+    base = f"{'https' if http.tls else 'http'}://{shown}:{http.port}"
     log.info(
         "serving HTTP: metrics %s/metrics, API %s/api/v1/models, readiness %s/readyz",
         base,

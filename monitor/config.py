@@ -147,6 +147,18 @@ class HttpSettings(_Settings):
     host: str = "0.0.0.0"
     #: 0 asks the system for a free port (the demo and the tests use it)
     port: int = Field(9108, ge=0, le=65535)
+    #: TLS and basic auth, in the web configuration file of Prometheus exporters
+    #: (``tls_server_config``, ``basic_auth_users``); relative to this file's directory.
+    #: None serves plain HTTP to anyone
+    web_config: str | None = None
+    #: /metrics is rendered at most once this often (per format), however many scrapers
+    metrics_max_age: Duration = 1.0
+    #: open connections beyond this evict the oldest one still waiting for its request,
+    #: or are closed at once when every connection is busy
+    max_connections: int = Field(256, gt=0)
+    #: a connection that has not sent a whole request head this long after it opened (or
+    #: after its previous response) is closed
+    header_timeout: PositiveDuration = 10.0
 
 
 class ValidationSettings(_Settings):
