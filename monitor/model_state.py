@@ -422,7 +422,7 @@ def feature_scores(
     out = []
     for method in methods:
         if method in _FINE_METHODS and fp.kind is FeatureKind.NUMERICAL:
-            ref_points, cur_points = _points(fp, cur_sums, cur)
+            ref_points, cur_points = _points(fp)
             out.append(
                 compare(
                     method,
@@ -441,15 +441,8 @@ def feature_scores(
     return tuple(out)
 
 
-def _points(
-    fp: FeatureProfile, cur_sums: NDArray[np.float64], cur: NDArray[np.int64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Where the reference's and the window's mass sit (see
+def _points(fp: FeatureProfile) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Where the reference's and the window's mass sit: the same points (see
     :meth:`~monitor.reference.FeatureProfile.wasserstein_points`)."""
-    points, outer = fp.wasserstein_points()
-    cur_points = points.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for j, (lo, hi) in ((0, outer[0]), (-1, outer[1])):
-            if cur[j] > 0:
-                cur_points[j] = min(max(cur_sums[j] / cur[j], lo), hi)
-    return points, cur_points
+    points = fp.wasserstein_points()
+    return points, points

@@ -16,8 +16,11 @@ a scale on which it hardly depends on ``n``: with ``n_eff = n m / (n + m)``,
 ``z = n_eff * score`` for PSI and KL (which behave like chi-square / ``n_eff``) and
 ``z = n_eff * score ** 2`` for the others (which shrink like ``1 / sqrt(n_eff)``). The
 table keeps the 80%, 90% and 95% quantiles of ``z`` and, beyond the 95% quantile, the
-mean excess of ``z``: a chi-square-like tail decays exponentially, so the ``1 - alpha``
-quantile for a small ``alpha`` is ``z95 + excess * ln(0.05 / alpha)``. A threshold for
+a generalized Pareto fit of the excess of ``z`` over its 95% quantile (scale and shape
+by the method of moments): the ``1 - alpha`` quantile for a small ``alpha`` is
+``z95 + scale / shape * ((0.05 / alpha) ** shape - 1)``, which is exponential for a
+chi-square-like tail (shape 0) and heavier where a few values far out dominate (heavy
+tails, skew, small windows). A threshold for
 any ``n`` interpolates the table linearly in ``log n`` and takes microseconds.
 
 The simulation is seeded from the feature's own reference counts, so every instance of a
@@ -59,12 +62,13 @@ class NullTable:
     """The simulated null distribution of one feature's scores, per method.
 
     ``quantiles[method]`` has one row per :data:`GRID` size and one column per
-    :data:`TAIL_PROBS`; ``excess[method]`` one mean excess per grid size.
+    :data:`TAIL_PROBS`; ``tail[method]`` the (scale, shape) of the generalized Pareto fit
+    of the excess over the last quantile, one row per grid size.
     """
 
     m: int
     quantiles: Mapping[str, NDArray[np.float64]]
-    excess: Mapping[str, NDArray[np.float64]]
+    tail: Mapping[str, NDArray[np.float64]]
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -77,7 +81,7 @@ class NullTable:
         """
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        q, ex = self.quantiles[method], self.excess[method]
+        q, tail = self.quantiles[method], self.tail[method]
         x = math.log(max(n, 1))
         grid = _LOG_GRID
         zq = [float(np.interp(x, grid, q[:, j])) for j in range(len(TAIL_PROBS))]
@@ -86,7 +90,13 @@ class NullTable:
             a = min(alpha, TAIL_PROBS[0])
             z = float(np.interp(-math.log(a), [-math.log(t) for t in TAIL_PROBS], zq))
         else:
-            z = zq[-1] + float(np.interp(x, grid, ex)) * math.log(TAIL_PROBS[-1] / alpha)
+            scale = float(np.interp(x, grid, tail[:, 0]))
+            shape = float(np.interp(x, grid, tail[:, 1]))
+            ratio = TAIL_PROBS[-1] / alpha
+            if abs(shape) < 1e-6:
+                z = zq[-1] + scale * math.log(ratio)
+            else:
+                z = zq[-1] + scale / shape * (ratio**shape - 1)
         scaled = max(z, 0.0) / _n_eff(max(n, 1), self.m)
         return scaled if method in _LINEAR else math.sqrt(scaled)
 
@@ -96,7 +106,7 @@ class NullTable:
             "grid": list(GRID),
             "tail_probs": list(TAIL_PROBS),
             "quantiles": {k: v.tolist() for k, v in self.quantiles.items()},
-            "excess": {k: v.tolist() for k, v in self.excess.items()},
+            "tail": {k: v.tolist() for k, v in self.tail.items()},
         }
 
     @classmethod
@@ -106,12 +116,14 @@ class NullTable:
             return None
         if list(data.get("tail_probs", ())) != list(TAIL_PROBS):
             return None
+        if "tail" not in data:  # written with an older tail model
+            return None
         quantiles = {str(k): np.asarray(v, dtype=np.float64) for k, v in data["quantiles"].items()}
-        excess = {str(k): np.asarray(v, dtype=np.float64) for k, v in data["excess"].items()}
+        tail = {str(k): np.asarray(v, dtype=np.float64) for k, v in data["tail"].items()}
         for k, v in quantiles.items():
-            if v.shape != (len(GRID), len(TAIL_PROBS)) or excess.get(k, v).shape != (len(GRID),):
+            if v.shape != (len(GRID), len(TAIL_PROBS)) or tail.get(k, v).shape != (len(GRID), 2):
                 raise ValueError(f"null table for {k!r} has the wrong shape")
-        return cls(int(data["m"]), quantiles, excess)
+        return cls(int(data["m"]), quantiles, tail)
 
 
 _LOG_GRID = np.log(np.asarray(GRID, dtype=np.float64))
@@ -123,7 +135,6 @@ def simulate_null(
     methods: Sequence[str],
     *,
     points: NDArray[np.float64] | None = None,
-    outer: tuple[tuple[float, float], tuple[float, float]] | None = None,
     std: float = 1.0,
     draws: int = DRAWS,
 ) -> NullTable:
@@ -131,13 +142,9 @@ def simulate_null(
     have p-values) for a feature with reference ``counts`` per value bin.
 
     ``coarse_starts`` groups the bins as the coarse methods see them. ``wasserstein``
-    (fine bins) needs the ``points`` where each bin's mass sits and, for numerical bins,
-    the ranges ``outer`` a window's values below and above the reference range are
-    placed in (see :func:`monitor.model_state.wasserstein_points`); it divides by ``std``
-    as the live score does.
-
-    The window side gives each outer bin the chance ``1 / (m + 2)`` that a new value falls
-    below (above) all ``m`` reference values, which they have by exchangeability.
+    (fine bins) needs the ``points`` where each bin's mass sits on both sides (see
+    :meth:`monitor.reference.FeatureProfile.wasserstein_points`) and divides by ``std`` as
+    the live score does.
     """
     counts = np.asarray(counts, dtype=np.int64)
     m = int(counts.sum())
@@ -149,39 +156,44 @@ def simulate_null(
     seed = int.from_bytes(hashlib.sha256(counts.tobytes()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
     p = counts / m
-    p_cur = p
-    if outer is not None:
-        p_cur = p * m / (m + 2)
-        p_cur[0] += 1 / (m + 2)
-        p_cur[-1] += 1 / (m + 2)
     ref = rng.multinomial(m, p, size=draws).astype(np.float64)
     ref_coarse = np.add.reduceat(ref, coarse_starts, axis=-1)
     scale = std if math.isfinite(std) and std > 0 else 1.0
     zs: dict[str, list[NDArray[np.float64]]] = {x: [] for x in wanted}
     for n in GRID:
-        cur = rng.multinomial(n, p_cur, size=draws).astype(np.float64)
+        cur = rng.multinomial(n, p, size=draws).astype(np.float64)
         cur_coarse = np.add.reduceat(cur, coarse_starts, axis=-1)
         n_eff = _n_eff(n, m)
         for method in wanted:
             if method == "wasserstein":
                 assert points is not None
-                at = np.array(np.broadcast_to(points, ref.shape))
-                if outer is not None:
-                    for j, (lo, hi) in ((0, outer[0]), (-1, outer[1])):
-                        at[:, j] = rng.uniform(lo, hi, size=draws)
+                at = np.broadcast_to(points, ref.shape)
                 score = wasserstein_fixed(ref, cur, at) / scale
             else:
                 score = rows(method, ref_coarse, cur_coarse)
             zs[method].append(n_eff * score if method in _LINEAR else n_eff * score**2)
-    quantiles, excess = {}, {}
+    quantiles, tail = {}, {}
     for method, per_size in zs.items():
         z = np.stack(per_size)  # (grid, draws)
         q = np.quantile(z, [1 - t for t in TAIL_PROBS], axis=1).T
-        top = q[:, -1:]
-        over = z > top
-        mean_excess = np.sum(np.where(over, z - top, 0.0), axis=1) / np.maximum(over.sum(1), 1)
-        quantiles[method], excess[method] = q, mean_excess
-    return NullTable(m, quantiles, excess)
+        quantiles[method] = q
+        tail[method] = np.array(
+            [_pareto(row[row > top] - top) for row, top in zip(z, q[:, -1], strict=True)]
+        )
+    return NullTable(m, quantiles, tail)
+
+
+def _pareto(excess: NDArray[np.float64]) -> tuple[float, float]:
+    """(scale, shape) of a generalized Pareto law fitted to ``excess`` by the method of
+    moments; shape 0 is the exponential law, and the shape is kept within [-0.5, 0.5]."""
+    if excess.size < 10:
+        return (float(excess.mean()) if excess.size else 0.0), 0.0
+    mean, var = float(excess.mean()), float(excess.var(ddof=1))
+    if var <= 0:
+        return mean, 0.0
+    ratio = mean * mean / var
+    shape = min(max(0.5 * (1 - ratio), -0.5), 0.5)
+    return mean * (1 - shape), shape
 
 
 def wasserstein_fixed(

@@ -84,40 +84,31 @@ class FeatureProfile:
         if self.kind is not FeatureKind.NUMERICAL:
             methods = tuple(m for m in DISTANCES if m != "wasserstein")
             return simulate_null(self.counts, self.bins.coarse_starts, methods)
-        points, outer = self.wasserstein_points()
         return simulate_null(
             self.counts,
             self.bins.coarse_starts,
             DISTANCES,
-            points=points,
-            outer=outer,
+            points=self.wasserstein_points(),
             std=self.std,
         )
 
-    def wasserstein_points(
-        self,
-    ) -> tuple[NDArray[np.float64], tuple[tuple[float, float], tuple[float, float]]]:
-        """Where Wasserstein puts each bin's mass, and the ranges of the outer bins.
+    def wasserstein_points(self) -> NDArray[np.float64]:
+        """Where Wasserstein puts each bin's mass, in the reference and in a window alike.
 
-        Both sides put an interior bin's mass at the reference's mean of that bin (its
-        centre when the reference has none there), so the score is a function of counts
-        and its null distribution can be simulated whatever the feature's shape. A
-        window's values below (above) the reference range sit at their own mean, kept
-        within one edge-bin width of the range: a single extreme value moves the score by
-        a bounded amount (how far out it was is what ``out_of_range`` reports).
+        An interior bin's mass sits at the reference's mean of that bin (its centre when
+        the reference has none there), so the score is a function of counts and its null
+        distribution can be simulated exactly whatever the feature's shape. Values below
+        (above) the whole reference range count at the first (last) interior bin's
+        point: how far out they were is what ``out_of_range`` reports, and a single
+        value far out cannot swamp the score of a small window.
         """
         assert isinstance(self.bins, NumericBins)
-        edges = self.bins.edges
         with np.errstate(invalid="ignore", divide="ignore"):
             points = np.where(
                 self.counts > 0, self.sums / np.maximum(self.counts, 1), self.bins.centers()
             )
-        lo_width, hi_width = edges[1] - edges[0], edges[-1] - edges[-2]
-        outer = (
-            (float(edges[0] - lo_width), float(edges[0])),
-            (float(edges[-1]), float(edges[-1] + hi_width)),
-        )
-        return points.astype(np.float64), outer
+        points[0], points[-1] = points[1], points[-2]
+        return points.astype(np.float64)
 
     @property
     def kind(self) -> FeatureKind:
