@@ -535,6 +535,9 @@ def test_kill_9_during_checkpoint_writes_loses_and_doubles_nothing(
     print(f"kills with the checkpoint write cut (temporary file left): {sum(cut)} of {trials}")
 
 
+RULES_PER_START = 10
+
+
 def test_kill_9_during_outbox_writes_loses_no_notification_and_no_event(
     tmp_path, kafka_bootstrap, setup
 ):
@@ -585,7 +588,9 @@ def test_kill_9_during_outbox_writes_loses_no_notification_and_no_event(
     outbox_tmp = lambda: any(state.glob("alerts/outbox/*/.checkpoint-*.tmp"))  # noqa: E731
     try:
         for trial in range(trials):
-            configure(trial + 1)  # each start brings a new rule: a new notification to write
+            # each start brings new rules: new notifications to write, ten of them so that
+            # one of the short writes is caught in the act
+            configure(RULES_PER_START * (trial + 1))
             sent += produce(kafka_bootstrap, topic, trial * n // trials, n // trials, t0)
             cut.append(kill_when(start(cfg, log), outbox_tmp))
         proc = start(cfg, log)
@@ -593,7 +598,9 @@ def test_kill_9_during_outbox_writes_loses_no_notification_and_no_event(
             final = wait_for(port, proc, n)
             assert final["driftline_events_total"] == n, log.read_text()[-3000:]
             wait_until(
-                lambda: {name for _, name in got} == {f"T{k}" for k in range(trials)},
+                lambda: (
+                    {name for _, name in got} == {f"T{k}" for k in range(RULES_PER_START * trials)}
+                ),
                 30,
                 "every alert notified",
             )
