@@ -36,6 +36,10 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from scipy import stats
 
+from monitor.config import parse_duration
+from monitor.evaluation import DriftPolicy
+from monitor.repeated import runs_per_evaluation
+
 PANE = 60.0
 WINDOW = 3600.0
 #: ``for:`` of the rules measured; 5m is the shipped DriftlineFeatureDrift's
@@ -79,7 +83,14 @@ def draw(rng: np.random.Generator, n: int) -> dict[str, NDArray[Any]]:
 
 
 def write_inputs(
-    directory: Path, seed: int, days: float, rate: float, reference_rows: int
+    directory: Path,
+    seed: int,
+    days: float,
+    rate: float,
+    reference_rows: int,
+    batch: float,
+    false_alarm_rate: float,
+    false_alert_interval: str,
 ) -> tuple[Path, int]:
     """The reference file, the events file and the config; returns the config's path and
     the number of events."""
@@ -91,6 +102,9 @@ def write_inputs(
     start = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     n = int(rng.poisson(rate * days * 86400))
     times = np.sort(rng.uniform(start, start + days * 86400, size=n))
+    # stamped in batches, as a client that flushes every few seconds: the replay steps
+    # once per distinct second, so this keeps a week's replay within minutes
+    times = np.floor(times / batch) * batch
     writer: pq.ParquetWriter | None = None
     chunk = 200_000
     for lo in range(0, n, chunk):
@@ -132,6 +146,12 @@ def write_inputs(
                 "task": "binary_classification",
                 "reference": {"path": "reference.parquet"},
                 "features": {name: {"type": kind} for name, kind, _ in features()},
+                "drift": {
+                    "false_alarm_rate": false_alarm_rate,
+                    "false_alert_interval": None
+                    if false_alert_interval == "null"
+                    else false_alert_interval,
+                },
             }
         ],
         "alerts": {"rules": rules},
@@ -146,8 +166,10 @@ def replay(directory: Path, config: Path) -> tuple[Path, float]:
     out = directory / "windows.jsonl"
     t0 = time.perf_counter()
     subprocess.run(
-        [str(driftline), "replay", "--config", str(config)]
-        + ["--input", str(directory / "events.parquet"), "--output", str(out)],
+        [
+            *(str(driftline), "replay", "--config", str(config)),
+            *("--input", str(directory / "events.parquet"), "--output", str(out)),
+        ],
         check=True,
         stderr=subprocess.DEVNULL,
     )
@@ -174,13 +196,11 @@ def measure(out: Path) -> dict[str, Any]:
     first = _iso_seconds(lines[0]["window_end"])
     full = [x for x in lines if _iso_seconds(x["window_end"]) >= first + WINDOW]
     names = sorted(full[0]["features"])
-    flags = np.array(
-        [[bool(x["features"][f]["drifted"]) for f in names] for x in full], dtype=bool
-    )
+    flags = np.array([[bool(x["features"][f]["drifted"]) for f in names] for x in full], dtype=bool)
     any_flag = flags.any(axis=1).astype(np.float64)
     a, b = any_flag[:-1], any_flag[1:]
     lag1 = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else math.nan
-    firings = {f: 0 for f in FORS}
+    firings = dict.fromkeys(FORS, 0)
     for x in full:
         for alert in x["alerts"]:
             if alert["state"] == "firing":
@@ -196,8 +216,16 @@ def measure(out: Path) -> dict[str, Any]:
         "any_flag_runs": int(starts.size),
         "longest_run": int((ends - starts).max()) if starts.size else 0,
         "firings": firings,
-        "per_feature": {f: int(c) for f, c in zip(names, flags.sum(axis=0)) if c},
+        "per_feature": {f: int(c) for f, c in zip(names, flags.sum(axis=0), strict=True) if c},
     }
+
+
+def between(days: float, k: int) -> str:
+    """Days between false alerts: the estimate and its exact 95% interval."""
+    lo, hi = poisson_interval(k)
+    mean = f"{days / k:.2f}" if k else f"> {days:.1f}"
+    upper = f"{days / lo:.2f}" if lo > 0 else "inf"
+    return f"{mean} (95% {days / hi:.2f} to {upper})"
 
 
 def report(seed: int, m: dict[str, Any], seconds: float, events: int) -> None:
@@ -206,17 +234,14 @@ def report(seed: int, m: dict[str, Any], seconds: float, events: int) -> None:
         f"{m['evaluations']} evaluations (replay {seconds:.0f} s)"
     )
     print(
-        f"  any feature flagged: {m['any_flag']:.4f} of evaluations (budget 0.01); "
-        f"per feature {m['feature_flag']:.5f}; lag-1 autocorrelation {m['lag1']:.3f}; "
-        f"{m['any_flag_runs']} runs of flagged evaluations, longest {m['longest_run']}"
+        f"  any feature flagged: {m['any_flag']:.5f} of evaluations; per feature "
+        f"{m['feature_flag']:.6f}; lag-1 autocorrelation {m['lag1']:.3f}; "
+        f"{m['any_flag_runs']} runs of evaluations with a flag, longest {m['longest_run']}"
     )
     print(f"  flags per feature: {m['per_feature']}")
     for f in FORS:
         k = m["firings"][f]
-        lo, hi = poisson_interval(k)
-        mean = f"{m['days'] / k:.2f}" if k else "> " + f"{m['days']:.1f}"
-        span = f"[{m['days'] / hi:.2f}, {m['days'] / lo:.2f}]" if lo > 0 else f"[{m['days'] / hi:.2f}, inf]"
-        print(f"  for: {f:>4}: {k:4d} firings, days between false alerts {mean} (95% {span})")
+        print(f"  for: {f:>4}: {k:4d} firings, days between false alerts {between(m['days'], k)}")
 
 
 def main() -> None:
@@ -224,18 +249,44 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--rate", type=float, default=1.0, help="events a second")
     parser.add_argument("--reference-rows", type=int, default=20_000)
+    parser.add_argument("--batch", type=float, default=10.0, help="seconds per time stamp")
+    parser.add_argument("--false-alarm-rate", type=float, default=0.01)
+    parser.add_argument(
+        "--false-alert-interval", default="7d", help="drift.false_alert_interval, or null"
+    )
     parser.add_argument("--seeds", type=int, default=1, help="references and streams")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="write the files here instead of a temp dir")
     args = parser.parse_args()
+    interval = args.false_alert_interval
+    policy = DriftPolicy(
+        false_alarm_rate=args.false_alarm_rate,
+        false_alert_interval=None if interval == "null" else parse_duration(interval),
+    )
+    n_features = len(features())
+    alpha = policy.feature_alpha(n_features, PANE, round(WINDOW / PANE))
+    runs = runs_per_evaluation(alpha, round(WINDOW / PANE)) * n_features * 86400 / PANE
+    print(
+        f"false_alarm_rate {args.false_alarm_rate}, false_alert_interval {interval}: each "
+        f"feature judged at {alpha:.3g} per evaluation ({alpha * n_features:.3g} for the "
+        f"model); predicted runs of a flagged feature (firings at for: 0s) "
+        f"{runs:.3g} a day, one every {1 / runs:.3g} days"
+    )
     totals: dict[str, float] = {"days": 0.0}
-    fired = {f: 0 for f in FORS}
+    fired = dict.fromkeys(FORS, 0)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
             directory = args.keep / str(seed) if args.keep else Path(tmp)
             directory.mkdir(parents=True, exist_ok=True)
             config, events = write_inputs(
-                directory, seed, args.days, args.rate, args.reference_rows
+                directory,
+                seed,
+                args.days,
+                args.rate,
+                args.reference_rows,
+                args.batch,
+                args.false_alarm_rate,
+                args.false_alert_interval,
             )
             out, seconds = replay(directory, config)
             m = measure(out)
@@ -248,9 +299,7 @@ def main() -> None:
         print(f"all seeds: {totals['days']:.2f} days")
         for f in FORS:
             k = fired[f]
-            lo, hi = poisson_interval(k)
-            mean = f"{totals['days'] / k:.2f}" if k else f"> {totals['days']:.1f}"
-            print(f"  for: {f:>4}: {k:4d} firings, days between false alerts {mean}")
+            print(f"  for: {f:>4}: {k:4d} firings, days between {between(totals['days'], k)}")
 
 
 if __name__ == "__main__":
