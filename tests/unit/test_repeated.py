@@ -85,6 +85,8 @@ def test_the_default_policy_allows_one_false_alert_a_week():
     # a short interval or none: the per-evaluation budget holds
     assert DriftPolicy(false_alert_interval=3600.0).feature_alpha(25, 60.0, 60) == 0.01 / 25
     assert DriftPolicy(false_alert_interval=None).feature_alpha(25, 60.0, 60) == 0.01 / 25
+    lax = DriftPolicy(false_alarm_rate=0.9, false_alert_interval=180.0)
+    assert lax.feature_alpha(1, 60.0, 1) == 0.9  # a run every 3 panes: no bound
 
 
 def test_the_monitor_judges_features_at_the_policys_rate_for_its_windows():
