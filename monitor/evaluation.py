@@ -78,7 +78,7 @@ class DriftPolicy:
         if pane is None or self.false_alert_interval is None:
             return share
         runs = pane / (self.false_alert_interval * max(features, 1))
-        # runs start no more often than flagged evaluations, nor once in four evaluations
+        # runs start no more often than flagged evaluations, nor more than once in 4 evaluations
         if runs >= min(share, 0.25):
             return share
         return min(share, alpha_for_runs(runs, window_panes))
