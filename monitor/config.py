@@ -293,7 +293,7 @@ class DriftSettings(_Settings):
     #: the model's false-alarm budget: with stationary traffic, an evaluation flags any
     #: feature with at most this probability (split evenly across the features)
     false_alarm_rate: float = Field(0.01, gt=0, lt=1)
-    #: expected time between false alerts of the model when nothing drifts, counting one
+    #: time between false alerts the model is judged for when nothing drifts, counting one
     #: per run of flagged evaluations of a feature (consecutive windows overlap, so a
     #: chance verdict repeats): features are judged at a lower rate than their share of
     #: false_alarm_rate when that is needed; null: per evaluation only
