@@ -5,8 +5,7 @@
 Stationary windows are drawn from the same law as the reference; drifted ones from a
 moved law. A window's bin counts are drawn exactly: binning ``n`` independent values
 gives multinomial counts with the law's own bin probabilities, so a window of 100 000
-values costs one multinomial draw. The few values that fall outside the reference range
-(Wasserstein reads their mean) are drawn from a pool of real values. References are real
+values costs one multinomial draw (every score is a function of bin counts). References are real
 samples, built into profiles by driftline itself, and drawn afresh every
 ``--windows-per-reference`` windows, so the rates average over references as a user's do.
 
@@ -93,15 +92,12 @@ class Law:
     def __init__(
         self,
         shape: Shape,
-        rng: np.random.Generator,
         scale: float = 1.0,
         shift: float = 0.0,
         probs: NDArray[np.float64] | None = None,
     ) -> None:
         self.shape, self.scale, self.shift = shape, scale, shift
         self.probs = probs if probs is not None else shape.probs
-        if shape.below is not None:
-            self.pool = shape.sample(rng, 400_000) * scale + shift
 
     def bin_probs(self, fp: FeatureProfile) -> NDArray[np.float64]:
         if self.shape.below is None:
@@ -117,25 +113,9 @@ class Law:
 
     def windows(
         self, fp: FeatureProfile, n: int, count: int, rng: np.random.Generator
-    ) -> list[tuple[NDArray[np.int64], NDArray[np.float64]]]:
-        counts = rng.multinomial(n, self.bin_probs(fp), size=count)
-        out = []
-        for c in counts:
-            sums = np.zeros(c.size)
-            if self.shape.below is not None:
-                edges = fp.bins.edges  # type: ignore[union-attr]
-                for j, inside in ((0, self.pool < edges[0]), (-1, self.pool >= edges[-1])):
-                    if c[j]:
-                        tail = self.pool[inside]
-                        if tail.size == 0:  # a law whose tail the pool missed: at the edge
-                            tail = np.array([edges[0] if j == 0 else edges[-1]])
-                        sums[j] = rng.choice(tail, int(c[j])).sum()
-            out.append((c, sums))
-        return out
-
-
-def method_of(shape: Shape) -> str:
-    return "jensenshannon" if shape.below is None else "wasserstein"
+    ) -> NDArray[np.int64]:
+        """Bin counts of ``count`` windows of ``n`` values, one row each."""
+        return np.asarray(rng.multinomial(n, self.bin_probs(fp), size=count), dtype=np.int64)
 
 
 def reference(shape: Shape, m: int, rng: np.random.Generator) -> FeatureProfile:
@@ -144,7 +124,7 @@ def reference(shape: Shape, m: int, rng: np.random.Generator) -> FeatureProfile:
 
 def verdicts(
     fp: FeatureProfile,
-    windows: list[tuple[NDArray[np.int64], NDArray[np.float64]]],
+    windows: NDArray[np.int64],
     n: int,
     alpha: float,
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -153,7 +133,7 @@ def verdicts(
     method = "wasserstein" if fp.kind.value == "numerical" else "jensenshannon"
     choice = MethodChoice(method)
     threshold, _ = threshold_for(fp, choice, n, alpha)
-    scores = np.array([feature_scores(fp, c, s, (method,))[0].score for c, s in windows])
+    scores = np.array([feature_scores(fp, c, (method,))[0].score for c in windows])
     significant = scores >= threshold
     return significant, significant & (scores >= choice.effect), scores >= FIXED[method]
 
@@ -176,7 +156,7 @@ def false_alarms(args: argparse.Namespace, rng: np.random.Generator) -> None:
     print(LEGEND)
     print(_header(f"{'shape':20s} {'m':>6s}", 22))
     for shape in SHAPES:
-        law = Law(shape, rng)
+        law = Law(shape)
         for m in REFERENCES:
             counts = {n: [0, 0, 0, 0] for n in SIZES}
             for _ in range(args.references):
@@ -194,7 +174,7 @@ def model_of_25(args: argparse.Namespace, rng: np.random.Generator) -> None:
     policy = DriftPolicy()
     alpha = policy.feature_alpha(25)
     shapes = [SHAPES[i % len(SHAPES)] for i in range(25)]
-    laws = [Law(s, rng) for s in shapes]
+    laws = [Law(s) for s in shapes]
     print("\n25-feature model, no drift: share of evaluations with any feature flagged")
     print(f"(budget {policy.false_alarm_rate}, each feature judged at {alpha:.1e})")
     print(LEGEND)
@@ -234,7 +214,7 @@ def power(args: argparse.Namespace, rng: np.random.Generator) -> None:
         ("5 categories, 10-point move", cat5, {"probs": _P5 + np.array([-0.10, 0.10, 0, 0, 0])}),
     ]
     for name, shape, kw in moves:
-        law = Law(shape, rng, **kw)
+        law = Law(shape, **kw)
         counts = {n: [0, 0, 0, 0] for n in SIZES}
         for _ in range(max(2, args.references // 2)):
             fp = reference(shape, m, rng)

@@ -215,27 +215,15 @@ def _check_references(config: Any, path: str) -> None:
 
 
 def _reference_build(args: argparse.Namespace) -> int:
-    from consumers.model_specs import positive_label_of
+    from consumers.model_specs import profile_of_columns
     from consumers.reference_files import read_columns
-    from consumers.service import options_of, specs_of
-    from monitor.reference import build_profile
-    from monitor.schema import FeatureKind
 
     config = load_config(args.config)
     settings = next((m for m in config.models if m.name == args.model), None)
     if settings is None:
         names = ", ".join(m.name for m in config.models)
         raise ConfigError(str(args.config), "models", f"no model {args.model!r} (have: {names})")
-    columns = read_columns(args.input)
-    kind = FeatureKind.CATEGORICAL if settings.task == "multiclass_classification" else None
-    profile = build_profile(
-        settings.name,
-        columns,
-        specs_of(settings),
-        options_of(settings),
-        prediction_kind=kind,
-        positive_label=positive_label_of(settings),
-    )
+    profile = profile_of_columns(settings, read_columns(args.input))
     if settings.task == "binary_classification" and profile.score_calibration is None:
         print(f"no score calibration: {profile.uncalibrated_reason}", file=sys.stderr)
 

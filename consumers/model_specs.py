@@ -138,7 +138,11 @@ def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> Ref
         if profile.model != settings.name:
             log.warning("profile %s was built for model %r", path, profile.model)
         return profile
-    columns = read_columns(path)
+    return profile_of_columns(settings, read_columns(path))
+
+
+def profile_of_columns(settings: ModelSettings, columns: Mapping[str, Any]) -> ReferenceProfile:
+    """The reference profile of a model built from reference data (not yet calibrated)."""
     prediction_kind = (
         FeatureKind.CATEGORICAL if settings.task == "multiclass_classification" else None
     )

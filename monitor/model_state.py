@@ -410,30 +410,25 @@ def _scores(
     fs: FeatureSlots, window: PaneCounts, methods: tuple[str, ...]
 ) -> tuple[DriftScore, ...]:
     """Every requested method on the window's value bins (no scores for an empty window)."""
-    return feature_scores(fs.profile, window.counts[fs.values], window.sums[fs.values], methods)
+    return feature_scores(fs.profile, window.counts[fs.values], methods)
 
 
 def feature_scores(
     fp: FeatureProfile,
     cur: NDArray[np.int64],
-    cur_sums: NDArray[np.float64],
     methods: tuple[str, ...],
 ) -> tuple[DriftScore, ...]:
-    """Every requested method on one feature's window counts (and per-bin value sums)."""
+    """Every requested method on one feature's window counts."""
     if cur.sum() == 0 or fp.counts.sum() == 0:
         return ()
     out = []
     for method in methods:
         if method in _FINE_METHODS and fp.kind is FeatureKind.NUMERICAL:
-            ref_points, cur_points = _points(fp)
+            # both sides' mass at the same points (see FeatureProfile.wasserstein_points)
+            points = fp.wasserstein_points()
             out.append(
                 compare(
-                    method,
-                    fp.counts,
-                    cur,
-                    ref_points=ref_points,
-                    cur_points=cur_points,
-                    ref_std=fp.std,
+                    method, fp.counts, cur, ref_points=points, cur_points=points, ref_std=fp.std
                 )
             )
         else:
@@ -442,10 +437,3 @@ def feature_scores(
                 compare(method, np.add.reduceat(fp.counts, starts), np.add.reduceat(cur, starts))
             )
     return tuple(out)
-
-
-def _points(fp: FeatureProfile) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Where the reference's and the window's mass sit: the same points (see
-    :meth:`~monitor.reference.FeatureProfile.wasserstein_points`)."""
-    points = fp.wasserstein_points()
-    return points, points
