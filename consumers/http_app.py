@@ -1,4 +1,5 @@
-"""The HTTP endpoints as an ASGI application: /metrics, /healthz, /readyz and the JSON API.
+"""The HTTP endpoints as an ASGI application: the web view (/ and /assets/), /metrics,
+/healthz, /readyz and the JSON API.
 
 Every route answers GET and HEAD (HEAD: the same status and headers, no body); any other
 method is 405. Unknown paths are 404 with a JSON body. With basic auth configured, every
@@ -21,6 +22,7 @@ from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry
 
+from consumers import web_view
 from consumers.basic_auth import BasicAuth, parse_basic
 from consumers.metrics_snapshot import MetricsSnapshot
 
@@ -113,6 +115,15 @@ class HttpApp:
             accept = headers.get(b"accept", b"").decode("latin-1")
             body, content_type = await self.metrics.get(accept)
             return _Response(200, body, content_type)
+        if path == "/":
+            return _Response(
+                200, web_view.page(), "text/html; charset=utf-8", cache_control="no-cache"
+            )
+        if path.startswith("/assets/"):
+            name = path.removeprefix("/assets/")
+            if name in web_view.ASSETS:
+                kind = web_view.ASSETS[name]
+                return _Response(200, web_view.asset(name), kind, cache_control="max-age=3600")
         if path == "/healthz":
             return _Response(200, b"ok\n", _TEXT)
         if path == "/readyz":

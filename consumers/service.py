@@ -390,7 +390,7 @@ class Service:
                 "window_events": ev.window_events if ev else None,
                 "partitions": self.inputs.partitions,
                 "reference": None,
-                "evaluation": _readable(ev.to_dict()) if ev else None,
+                "evaluation": None,
                 "schema": {"unexpected_features": dict(self.inputs.extra_features[model])},
             }
             if spec.profile is not None:
@@ -405,7 +405,11 @@ class Service:
                     "collecting": spec.stream_reference.collected,
                     "of": spec.stream_reference.target,
                 }
-            return data
+            history = self.owner.history(model)
+        # the explanation is computed outside the lock: the evaluation is immutable
+        data["evaluation"] = _readable(ev.to_dict()) if ev else None
+        data["history"] = history
+        return data
 
     def alerts_json(self) -> list[dict[str, Any]]:
         if self.alerting is None:
