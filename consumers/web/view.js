@@ -21,7 +21,7 @@
   function fmt(x) {
     if (x === null || x === undefined) return "–";
     if (typeof x !== "number") return String(x);
-    if (x === 0) return "0";
+    if (Number.isInteger(x) && Math.abs(x) < 1e9) return String(x);
     var a = Math.abs(x);
     if (a >= 1e4 || a < 1e-3) return x.toExponential(2);
     return x.toPrecision(3).replace(/\.?0+$/, "");
@@ -60,6 +60,11 @@
   function histogram(container, bins) {
     var x = bins.map(function (_, i) { return i; });
     var labels = bins.map(function (b) { return b.label; });
+    // a numerical bin's tick is its lower edge (the legend shows its whole range)
+    var ticks = bins.map(function (b) {
+      if (!("low" in b)) return b.label;
+      return b.low === null ? "−∞" : fmt(b.low);
+    });
     var bars = function (align) { return uPlot.paths.bars({ size: [0.42, 60], align: align }); };
     plot(container, {
       height: 170,
@@ -67,9 +72,8 @@
       cursor: { points: { show: false } },
       scales: { x: { time: false, range: [-0.6, bins.length - 0.4] }, y: { range: [0, null] } },
       axes: [
-        { values: function (u, splits) { return splits.map(function (i) { return labels[i] || ""; }); },
-          incrs: [1], rotate: bins.length > 6 ? -40 : 0, size: bins.length > 6 ? 60 : 30,
-          font: "11px system-ui" },
+        { values: function (u, splits) { return splits.map(function (i) { return ticks[i] || ""; }); },
+          incrs: [1, 2, 5], space: 34, font: "11px system-ui" },
         { values: function (u, splits) { return splits.map(pct); }, size: 48, font: "11px system-ui" },
       ],
       series: [
@@ -105,36 +109,61 @@
     }, [t, score, limit, flagged]);
   }
 
-  function performance(container, history) {
-    var t = [], names = [], data = [];
+  // the metric shown per model (kept across refreshes)
+  var chosen = {};
+  var PREFERRED = ["accuracy", "roc_auc", "f1", "rmse", "mae", "r2"];
+
+  function performance(box, model, history) {
+    var metrics = [];
     history.forEach(function (p) {
-      Object.keys(p.performance || {}).forEach(function (k) { if (names.indexOf("realized " + k) < 0) names.push("realized " + k); });
-      Object.keys(p.estimated || {}).forEach(function (k) { if (names.indexOf("estimated " + k) < 0) names.push("estimated " + k); });
+      Object.keys(p.performance || {}).concat(Object.keys(p.estimated || {})).forEach(function (k) {
+        if (metrics.indexOf(k) < 0) metrics.push(k);
+      });
     });
-    if (names.length === 0) { container.appendChild(el("p", { class: "muted", text: "no performance metrics (no labels and no scores)" })); return; }
-    names.sort();
-    var cols = names.map(function () { return []; }), coverage = [];
+    if (metrics.length === 0) {
+      box.appendChild(el("p", { class: "muted", text: "no performance metrics (no labels and no scores)" }));
+      return;
+    }
+    metrics.sort();
+    var metric = chosen[model];
+    if (metrics.indexOf(metric) < 0) {
+      metric = PREFERRED.filter(function (m) { return metrics.indexOf(m) >= 0; })[0] || metrics[0];
+    }
+    var select = el("select", { "aria-label": "metric" }, metrics.map(function (m) {
+      var o = el("option", { value: m, text: m });
+      if (m === metric) o.selected = true;
+      return o;
+    }));
+    var chart = el("div", { class: "chart performance" });
+    box.appendChild(el("label", { class: "muted" }, [document.createTextNode("metric "), select]));
+    box.appendChild(chart);
+    var t = [], realized = [], estimated = [], coverage = [];
     history.forEach(function (p) {
       if (p.window_end === null) return;
       t.push(p.window_end);
-      names.forEach(function (n, i) {
-        var kind = n.slice(0, n.indexOf(" ")), metric = n.slice(n.indexOf(" ") + 1);
-        var src = kind === "realized" ? p.performance : p.estimated;
-        cols[i].push(src && src[metric] !== undefined ? src[metric] : null);
-      });
+      realized.push(p.performance && p.performance[metric] !== undefined ? p.performance[metric] : null);
+      estimated.push(p.estimated && p.estimated[metric] !== undefined ? p.estimated[metric] : null);
       coverage.push(p.label_coverage);
     });
-    data = [t].concat(cols, [coverage]);
-    var series = [{}].concat(names.map(function (n, i) {
-      return { label: n, stroke: COLORS.series[i % COLORS.series.length], width: 2,
-        dash: n.indexOf("estimated") === 0 ? [6, 4] : undefined, value: function (u, v) { return fmt(v); } };
-    }), [{ label: "label coverage", stroke: COLORS.ref, width: 1, scale: "share", value: function (u, v) { return pct(v); } }]);
-    plot(container, {
-      height: 200, series: series,
+    var num = function (u, v) { return fmt(v); };
+    var p = plot(chart, {
+      height: 200,
       scales: { share: { range: [0, 1] } },
+      series: [{},
+        { label: "realized " + metric, stroke: COLORS.series[0], width: 2, value: num },
+        { label: "estimated " + metric, stroke: COLORS.series[2], width: 2, dash: [6, 4], value: num },
+        { label: "label coverage", stroke: COLORS.ref, width: 1, scale: "share", value: function (u, v) { return pct(v); } }],
       axes: [{ font: "11px system-ui" }, { size: 48, font: "11px system-ui", values: function (u, s) { return s.map(fmt); } },
-        { scale: "share", side: 1, size: 44, grid: { show: false }, font: "11px system-ui", values: function (u, s) { return s.map(pct); } }],
-    }, data);
+        { scale: "share", side: 1, size: 48, grid: { show: false }, font: "11px system-ui", values: function (u, s) { return s.map(pct); } }],
+    }, [t, realized, estimated, coverage]);
+    select.addEventListener("change", function () {
+      chosen[model] = select.value;
+      box.textContent = "";
+      plots = plots.filter(function (q) { return q[0] !== p; });
+      p.destroy();
+      box.appendChild(el("h4", { text: "realized vs estimated performance, label coverage" }));
+      performance(box, model, history);
+    });
   }
 
   function summaryTable(why) {
@@ -236,9 +265,9 @@
     box.appendChild(el("p", { class: "card", text: "window " + (w.start_time || time(w.start)) + " to " +
       (w.end_time || time(w.end)) + ", " + w.events + " events; " + drifted.length + " of " +
       ev.features.length + " features drifted" + (drifted.length ? " (" + drifted.join(", ") + ")" : "") }));
-    var perf = el("div", { class: "chart performance" });
-    box.appendChild(el("div", { class: "card" }, [el("h4", { text: "realized vs estimated performance, label coverage" }), perf]));
-    performance(perf, history);
+    var perf = el("div", { class: "card" }, [el("h4", { text: "realized vs estimated performance, label coverage" })]);
+    box.appendChild(perf);
+    performance(perf, m.model, history);
     var grid = el("div", { class: "features" });
     box.appendChild(grid);
     ev.features.slice().sort(bySeverity).forEach(function (f) { grid.appendChild(feature(f, history, report)); });
