@@ -62,7 +62,8 @@ def test_a_point_holds_what_the_charts_read():
 
 def test_the_package_data_ships_every_asset_of_the_page():
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    shipped = pyproject["tool"]["setuptools"]["package-data"]["consumers"]
-    assert "web/*" in shipped
+    setuptools = pyproject["tool"]["setuptools"]
+    assert "consumers.web" in setuptools["packages"]
+    assert setuptools["package-data"]["consumers.web"] == ["*"]
     for name in [*web_view.ASSETS, "index.html"]:
         assert web_view.asset(name)
