@@ -320,11 +320,32 @@
     });
   }
 
+  // each model's history as read so far: a refresh asks only for the windows from the
+  // newest one held (which may have been evaluated again) onwards
+  var histories = {};
+
+  function fetchModel(name) {
+    var held = histories[name] || [];
+    var since = held.length ? held[held.length - 1].window_end : null;
+    var url = "api/v1/models/" + encodeURIComponent(name) + (since === null ? "" : "?history_since=" + since);
+    return getJSON(url).then(function (m) {
+      var got = m.history || [];
+      if (since !== null) {
+        if (got.length === 0 || got[0].window_end !== since) {
+          delete histories[name]; // the service's history started again: read it whole
+          return fetchModel(name);
+        }
+        got = held.filter(function (p) { return p.window_end < since; }).concat(got);
+      }
+      var limit = m.history_limit ? m.history_limit.points : got.length;
+      histories[name] = m.history = got.slice(-limit);
+      return m;
+    });
+  }
+
   function refresh() {
     Promise.all([getJSON("api/v1/models"), getJSON("api/v1/alerts")]).then(function (got) {
-      return Promise.all(got[0].models.map(function (m) {
-        return getJSON("api/v1/models/" + encodeURIComponent(m.model));
-      })).then(function (models) {
+      return Promise.all(got[0].models.map(function (m) { return fetchModel(m.model); })).then(function (models) {
         render({ mode: "live", models: models, alerts: got[1].alerts });
       });
     }).catch(function (e) {

@@ -144,6 +144,14 @@ def test_the_web_view_shows_drifted_features_first_with_their_charts(
         assert set(ev["drifted_features"]) == DRIFTED
         assert len(data["history"]) >= 5  # the windows evaluated so far, for the charts
         assert data["history"][-1]["window_end"] == T0 + 90
+        ends = [p["window_end"] for p in data["history"]]
+        assert ends == sorted(set(ends))  # one point per window position
+        # a refresh asks for the windows from the newest one it holds
+        since = ends[-2]
+        newer = json.loads(_get(http.port, f"/api/v1/models/fraud?history_since={since!r}")[2])
+        assert [p["window_end"] for p in newer["history"]] == ends[-2:]
+        whole = json.loads(_get(http.port, "/api/v1/models/fraud?history_since=nan")[2])
+        assert len(whole["history"]) == len(ends)
 
         # the "why" fields against numpy on the events of the window
         window = slice(3000, 9000)
