@@ -98,6 +98,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/http_load.py
+	$(BIN)/python bench/web_view.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

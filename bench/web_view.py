@@ -8,8 +8,9 @@ explanation and a history of evaluations. Then, in one run:
 - the bytes of ``/`` and its assets (what a browser loads once), of the JSON the page
   reads first (models, the model with its whole history, alerts) and of each refresh
   after that (every 5 s; the history from the newest window held on);
-- the time to build the model's JSON (``model_json``: the explanation of every feature,
-  the history) against a /metrics rendering of the same state, in process;
+- the time to explain every feature (done once per evaluation) and to answer the model's
+  JSON (explanations held: the history, encoding), against a /metrics rendering of the
+  same state, in process;
 - /metrics latency over HTTP (``metrics_max_age`` 0: every scrape rendered) while nothing
   else talks to the server, then while ``--pollers`` loops in a child process make the
   page's refresh back to back (the load of many open pages).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import statistics
 import subprocess
 import sys
@@ -41,7 +43,9 @@ from throughput import bench_config, columns
 
 from consumers import web_view
 from consumers.http import HttpServer
+from consumers.http_app import finite
 from consumers.service import Service
+from monitor.explain import explain
 
 FIRST = ("/api/v1/models", "/api/v1/models/bench", "/api/v1/alerts")
 
@@ -166,12 +170,25 @@ def main() -> int:
                 shown = ", ".join(f"{k} {v} B" for k, v in sizes.items())
                 print(f"{name}: {sum(sizes.values())} B ({shown})")
 
-            model_ms = median_ms(lambda: service.model_json("bench"), 30)
+            def explain_all() -> None:
+                for f in ev.features:
+                    assert f.profile is not None
+                    assert f.window_counts is not None
+                    assert f.window_sums is not None
+                    explain(f.profile, f.method, f.window_counts, f.window_sums)
+
+            def answer(since: float | None) -> None:
+                json.dumps(finite(service.model_json("bench", since)), allow_nan=False)
+
             render_ms = median_ms(lambda: generate_latest(service.registry), 30)
-            print(
-                f"build the model JSON: {model_ms:.2f} ms; render /metrics: {render_ms:.2f} ms "
-                f"(ratio {model_ms / render_ms:.2f}), in process, median of 30"
-            )
+            costs = {
+                "explain every feature (once per evaluation)": median_ms(explain_all, 30),
+                "answer the first read": median_ms(lambda: answer(None), 30),
+                "answer a refresh": median_ms(lambda: answer(since), 30),
+            }
+            print(f"render /metrics: {render_ms:.2f} ms (median of 30, as below)")
+            for name, ms in costs.items():
+                print(f"{name}: {ms:.2f} ms, {ms / render_ms:.2f} x a /metrics rendering")
 
             scrape_latencies(server.port, 20)  # warm up
             quiet = scrape_latencies(server.port, args.scrapes)

@@ -115,6 +115,8 @@ class FeatureEvaluation:
     profile: FeatureProfile | None = field(default=None, compare=False, repr=False)
     window_counts: NDArray[np.int64] | None = field(default=None, compare=False, repr=False)
     window_sums: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
+    #: the explanation, computed once (readers poll the same evaluation many times)
+    _why: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def decision(self) -> DriftScore | None:
@@ -154,7 +156,11 @@ class FeatureEvaluation:
         evaluation built without its counts."""
         if self.profile is None or self.window_counts is None or self.window_sums is None:
             return None
-        out = explain(self.profile, self.method, self.window_counts, self.window_sums)
+        if not self._why:
+            self._why.update(
+                explain(self.profile, self.method, self.window_counts, self.window_sums)
+            )
+        out = dict(self._why)
         if top is not None:
             del out["bins"]
             out["top_bins"] = out["top_bins"][:top]
