@@ -29,6 +29,8 @@
 
   function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%"; }
 
+  function pctTick(x) { return Math.round(100 * x) + "%"; }
+
   function time(t) {
     return t === null || t === undefined ? "–" : new Date(t * 1000).toISOString().slice(0, 19) + "Z";
   }
@@ -74,7 +76,7 @@
       axes: [
         { values: function (u, splits) { return splits.map(function (i) { return ticks[i] || ""; }); },
           incrs: [1, 2, 5], space: 34, font: "11px system-ui" },
-        { values: function (u, splits) { return splits.map(pct); }, size: 48, font: "11px system-ui" },
+        { values: function (u, splits) { return splits.map(pctTick); }, size: 44, font: "11px system-ui" },
       ],
       series: [
         { label: "bin", value: function (u, i) { return i === null ? "–" : labels[i]; } },
@@ -154,7 +156,7 @@
         { label: "estimated " + metric, stroke: COLORS.series[2], width: 2, dash: [6, 4], value: num },
         { label: "label coverage", stroke: COLORS.ref, width: 1, scale: "share", value: function (u, v) { return pct(v); } }],
       axes: [{ font: "11px system-ui" }, { size: 48, font: "11px system-ui", values: function (u, s) { return s.map(fmt); } },
-        { scale: "share", side: 1, size: 48, grid: { show: false }, font: "11px system-ui", values: function (u, s) { return s.map(pct); } }],
+        { scale: "share", side: 1, size: 48, grid: { show: false }, font: "11px system-ui", values: function (u, s) { return s.map(pctTick); } }],
     }, [t, realized, estimated, coverage]);
     select.addEventListener("change", function () {
       chosen[model] = select.value;
@@ -238,7 +240,8 @@
       card.appendChild(h);
       histogram(h, why.bins);
     }
-    card.appendChild(el("h4", { text: (f.verdict && f.verdict.compared === "pvalue" ? "p-value" : "score") + " over recent windows" }));
+    card.appendChild(el("h4", { text: (f.verdict && f.verdict.compared === "pvalue" ? "p-value" : "score") +
+      (report ? " over the period" : " over recent windows") }));
     var s = el("div", { class: "chart history" });
     card.appendChild(s);
     scoreHistory(s, f.name, history, f.verdict ? f.verdict.compared : "score");
