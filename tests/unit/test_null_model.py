@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.drift import chisquare, compare, psi, wasserstein
+from monitor.drift import chisquare, compare, psi, rows, wasserstein
 from monitor.evaluation import DriftPolicy, MethodChoice
 from monitor.events import EventBatch
 from monitor.model_state import ModelMonitor, WindowSpec, feature_scores, threshold_for
-from monitor.null_model import GRID, NullTable, wasserstein_fixed
+from monitor.null_model import GRID, NullTable, _pareto, wasserstein_fixed
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 
 SHAPES = {
@@ -189,6 +189,42 @@ def test_tables_travel_with_a_reference_file_and_are_not_recomputed():
             )
     stale = {**data["features"][0]["null"], "grid": [1, 2]}
     assert NullTable.from_dict(stale) is None
+    fewer_draws = {**data["features"][0]["null"], "draws": 2000}  # an older, noisier table
+    assert NullTable.from_dict(fewer_draws) is None
+
+
+@pytest.mark.parametrize("n", [100, 300, 1000])
+def test_the_fitted_far_tail_holds_one_features_share_of_a_25_feature_budget(n):
+    # 0.01 / 25 = 4e-4 lies far beyond the simulated 95% quantile, where the tail is
+    # fitted; 20 references x 10 000 windows, so about 80 expected alarms
+    alpha = DriftPolicy().feature_alpha(25)
+    levels = np.array(list("abcde"), dtype=object)
+    p = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+    rng = np.random.default_rng(11)
+    flagged = total = 0
+    for _ in range(20):
+        fp = build_profile("m", {"x": rng.choice(levels, 5000, p=p)}).features[0]
+        probs = np.bincount(fp.bins.assign(levels), weights=p, minlength=fp.counts.size)
+        windows = rng.multinomial(n, probs / probs.sum(), size=10_000)
+        starts = fp.bins.coarse_starts
+        cur = np.add.reduceat(windows, starts, axis=1).astype(float)
+        ref = np.broadcast_to(np.add.reduceat(fp.counts, starts).astype(float), cur.shape)
+        score = rows("jensenshannon", ref, cur)  # the service's formula, on every window at once
+        (first,) = feature_scores(fp, windows[0], ("jensenshannon",))
+        assert first.score == pytest.approx(score[0])
+        threshold, _ = threshold_for(fp, MethodChoice("jensenshannon"), n, alpha)
+        flagged += int((score >= threshold).sum())
+        total += len(score)
+    assert 0.5 * alpha <= flagged / total <= 2 * alpha, flagged / total / alpha
+
+
+def test_a_tail_is_never_fitted_as_one_that_ends():
+    # a bounded excess (uniform) has a negative generalized Pareto shape; extrapolating it
+    # would put the threshold at a bound 400 draws cannot locate
+    excess = np.random.default_rng(3).uniform(0, 1, 400)
+    scale, shape = _pareto(excess)
+    assert shape == 0.0
+    assert scale == pytest.approx(excess.mean())
 
 
 def test_the_simulation_is_the_same_on_every_instance():
