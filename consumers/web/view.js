@@ -52,11 +52,21 @@
 
   function width(node) { return Math.max(240, node.clientWidth || 320); }
 
+  // Charts are sized to their container, so they are made once it is in the page.
+  var pending = [];
+
   function plot(container, opts, data) {
+    if (!container.isConnected) { pending.push([container, opts, data]); return null; }
     opts.width = width(container);
     var p = new uPlot(opts, data, container);
     plots.push([p, container]);
     return p;
+  }
+
+  function drawPending() {
+    var todo = pending;
+    pending = [];
+    todo.forEach(function (c) { plot(c[0], c[1], c[2]); });
   }
 
   function histogram(container, bins) {
@@ -148,7 +158,7 @@
       coverage.push(p.label_coverage);
     });
     var num = function (u, v) { return fmt(v); };
-    var p = plot(chart, {
+    plot(chart, {
       height: 200,
       scales: { share: { range: [0, 1] } },
       series: [{},
@@ -161,11 +171,40 @@
     select.addEventListener("change", function () {
       chosen[model] = select.value;
       box.textContent = "";
-      plots = plots.filter(function (q) { return q[0] !== p; });
-      p.destroy();
+      plots = plots.filter(function (q) {
+        if (q[1] !== chart) return true;
+        q[0].destroy();
+        return false;
+      });
       box.appendChild(el("h4", { text: "realized vs estimated performance, label coverage" }));
       performance(box, model, history);
     });
+  }
+
+  // One row per feature, a mark at each window where it drifted: when each feature drifted.
+  function driftTimeline(container, features, history) {
+    var names = features.map(function (f) { return f.name; });
+    var t = [], rows = names.map(function () { return []; });
+    history.forEach(function (p) {
+      if (p.window_end === null) return;
+      t.push(p.window_end);
+      names.forEach(function (n, i) {
+        var f = p.features && p.features[n];
+        rows[i].push(f && f[2] === true ? names.length - i : null);
+      });
+    });
+    if (t.length === 0) { container.appendChild(el("p", { class: "muted", text: "no evaluations yet" })); return; }
+    plot(container, {
+      height: 60 + 24 * names.length,
+      legend: { show: false },
+      scales: { y: { range: [0.5, names.length + 0.5] } },
+      axes: [{ font: "11px system-ui" }, { size: 90, font: "11px system-ui", incrs: [1], space: 12,
+        values: function (u, s) { return s.map(function (v) { return names[names.length - v] || ""; }); } }],
+      series: [{}].concat(names.map(function (n) {
+        return { label: n, stroke: COLORS.cur, width: 0, points: { show: true, size: 8, fill: COLORS.cur },
+          paths: function () { return null; } };
+      })),
+    }, [t].concat(rows));
   }
 
   function summaryTable(why) {
@@ -214,7 +253,7 @@
     return stat + " " + op + " " + v.threshold_kind + " threshold " + fmt(v.threshold) + (f.drifted && v.compared !== "pvalue" ? " and ≥ min_effect " + fmt(v.min_effect) : "");
   }
 
-  function driftTimeline(name, history) {
+  function driftCount(name, history) {
     var judged = 0, drifted = 0, first = null, last = null;
     history.forEach(function (p) {
       var f = p.features && p.features[name];
@@ -245,7 +284,7 @@
     var s = el("div", { class: "chart history" });
     card.appendChild(s);
     scoreHistory(s, f.name, history, f.verdict ? f.verdict.compared : "score");
-    if (report) card.appendChild(driftTimeline(f.name, history));
+    if (report) card.appendChild(driftCount(f.name, history));
     if (why) {
       card.appendChild(el("h4", { text: "top movers" }));
       card.appendChild(el("div", { class: "scroll" }, [movers(why)]));
@@ -271,9 +310,14 @@
     var perf = el("div", { class: "card" }, [el("h4", { text: "realized vs estimated performance, label coverage" })]);
     box.appendChild(perf);
     performance(perf, m.model, history);
+    var sorted = ev.features.slice().sort(bySeverity);
+    var timeline = el("div", { class: "chart drift-timeline" });
+    box.appendChild(el("div", { class: "card" }, [el("h4", { text: "when each feature drifted" +
+      (report ? " (every window of the period)" : " (recent windows)") }), timeline]));
+    driftTimeline(timeline, sorted, history);
     var grid = el("div", { class: "features" });
     box.appendChild(grid);
-    ev.features.slice().sort(bySeverity).forEach(function (f) { grid.appendChild(feature(f, history, report)); });
+    sorted.forEach(function (f) { grid.appendChild(feature(f, history, report)); });
     return box;
   }
 
@@ -309,7 +353,9 @@
     }
     var models = document.getElementById("models");
     models.textContent = "";
+    pending = [];
     data.models.forEach(function (m) { models.appendChild(model(m, report)); });
+    drawPending();
     document.getElementById("status").textContent = report
       ? "replay report, " + data.period + ", written " + data.generated_at
       : "updated " + new Date().toISOString().slice(11, 19) + "Z, every " + REFRESH_MS / 1000 + " s";

@@ -207,6 +207,10 @@ def test_the_web_view_shows_drifted_features_first_with_their_charts(
             assert "realized accuracy" in legend
             assert "estimated accuracy" in legend
             assert "label coverage" in legend
+            page.select_option('article[data-model="fraud"] select', "roc_auc")
+            legend = page.inner_text('article[data-model="fraud"] .performance')
+            assert "realized roc_auc" in legend
+            assert "estimated roc_auc" in legend
             links = page.eval_on_selector_all("nav a", "els => els.map(a => a.href)")
             assert [u.removeprefix(base) for u in links] == [
                 "/metrics", "/api/v1/models", "/api/v1/alerts", "/readyz",
@@ -300,6 +304,10 @@ def test_the_replay_report_is_one_file_that_shows_the_whole_period(tmp_path):
             (size,) = chart_sizes(page, f'section.feature[data-feature="x"] {chart}')
             assert size[0] > 100
             assert size[1] > 50
+        (timeline,) = chart_sizes(page, ".drift-timeline")
+        # as wide as its card (charts are made once their container is in the page)
+        assert timeline[0] > 0.9 * page.eval_on_selector(".drift-timeline", "e => e.clientWidth")
+        assert timeline[1] > 60  # a row per feature
         (perf,) = chart_sizes(page, ".performance")
         assert perf[0] > 100
         assert perf[1] > 50
@@ -311,6 +319,10 @@ def test_the_replay_report_is_one_file_that_shows_the_whole_period(tmp_path):
         assert "XDrifted" in alerts
         assert "firing" in alerts
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(300)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(tmp_path / "report-phone.png"), full_page=True)
         assert errors == []
         assert requested == [report.as_uri()]
     assert (tmp_path / "report.png").stat().st_size > 10_000
