@@ -138,7 +138,10 @@ class HttpApp:
         if path.startswith("/api/v1/models/"):
             model = unquote(path.removeprefix("/api/v1/models/"))
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            since = _number(query.get("history_since", [""])[-1])
+            given = query.get("history_since", [""])[-1]
+            since = _number(given)
+            if given and since is None:
+                return _json(400, {"error": "history_since: a finite number of epoch seconds"})
             # built and encoded in a worker: the explanations and the history are the
             # largest answers served, and the event loop keeps to its CPU share
             return await self._call(self._model, model, since)

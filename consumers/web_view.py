@@ -75,7 +75,9 @@ def report(data: Mapping[str, Any]) -> str:
     """The self-contained page of ``data`` (JSON values only; ``mode`` is "report")."""
     styles = "\n".join(f"<style>\n{asset(n).decode()}\n</style>" for n in _STYLES)
     scripts = "\n".join(f"<script>\n{_inline(asset(n).decode())}\n</script>" for n in _SCRIPTS)
-    payload = _inline(json.dumps(data, allow_nan=False, separators=(",", ":")))
+    # "<" only ever appears inside JSON strings, where \u003c means the same; escaping it
+    # keeps a value such as "<!--<script" from changing how the page is parsed
+    payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
     embedded = f'<script id="driftline-data" type="application/json">{payload}</script>'
     licence = asset("uPlot.LICENSE").decode().replace("--", "- -")
     note = f"<!-- charts: {chart_library()}, under this licence:\n{licence}-->"

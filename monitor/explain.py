@@ -51,6 +51,9 @@ __all__ = [
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: bins listed as the top contributors
 TOP_BINS = 5
+#: bins a chart shows at most: a feature with more (up to 10 000 categories) shows the
+#: largest on either side and one bin for the rest, so a page stays small
+CHART_BINS = 40
 #: categories whose shares a categorical summary lists (the reference's most frequent)
 TOP_CATEGORIES = 10
 #: methods whose contributions are computed on the fine bins (as their scores are)
@@ -141,6 +144,27 @@ def _groups(fp: FeatureProfile) -> tuple[NDArray[np.intp], list[dict[str, Any]]]
     return starts, labels
 
 
+def _capped(
+    bins: list[dict[str, Any]], size: NDArray[np.float64], adds_up_to: str | None
+) -> list[dict[str, Any]]:
+    """At most :data:`CHART_BINS` bins: the largest (by ``size``) in their order, then one
+    bin holding the rest, whose shares and contributions are theirs summed."""
+    if len(bins) <= CHART_BINS:
+        return bins
+    keep = set(np.argsort(-size, kind="stable")[: CHART_BINS - 1].tolist())
+    rest = [b for i, b in enumerate(bins) if i not in keep]
+    terms = [b["contribution"] for b in rest]
+    merged: dict[str, Any] = {
+        "label": f"{len(rest)} more",
+        "reference_share": sum(b["reference_share"] for b in rest),
+        "current_share": sum(b["current_share"] for b in rest),
+        "contribution": None
+        if adds_up_to is None or None in terms
+        else (max(terms) if adds_up_to == "max" else sum(terms)),
+    }
+    return [b for i, b in enumerate(bins) if i in keep] + [merged]
+
+
 def _short(x: float) -> str:
     return "" if not math.isfinite(x) else f"{x:.3g}"
 
@@ -221,7 +245,7 @@ def explain(
     return {
         "reference": reference,
         "current": current,
-        "bins": bins,
+        "bins": _capped(bins, np.maximum(ref_share, cur_share), adds_up_to),
         "top_bins": ranked[:top],
         "contributions_add_up_to": adds_up_to,
     }

@@ -52,12 +52,15 @@
 
   function width(node) { return Math.max(240, node.clientWidth || 320); }
 
+  function utc(ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); }
+
   // Charts are sized to their container, so they are made once it is in the page.
   var pending = [];
 
   function plot(container, opts, data) {
     if (!container.isConnected) { pending.push([container, opts, data]); return null; }
     opts.width = width(container);
+    opts.tzDate = utc;  // time axes in UTC, as every time written on the page
     var p = new uPlot(opts, data, container);
     plots.push([p, container]);
     return p;
@@ -343,11 +346,13 @@
       alerts.appendChild(alertTable("alerts that would have fired", data.alert_changes || [], [
         ["at", function (a) { return a.at; }], ["alert", function (a) { return a.alert; }],
         ["state", function (a) { return a.state; }], ["model", function (a) { return a.labels.model || ""; }],
+        ["feature", function (a) { return a.labels.feature || ""; }],
         ["value", function (a) { return fmt(a.value); }]]));
     } else {
       alerts.appendChild(alertTable("firing alerts", (data.alerts || []).filter(function (a) { return a.state === "firing"; }), [
         ["alert", function (a) { return a.labels.alertname || a.name || ""; }],
         ["model", function (a) { return a.labels.model || ""; }],
+        ["feature", function (a) { return a.labels.feature || ""; }],
         ["severity", function (a) { return a.labels.severity || ""; }],
         ["since", function (a) { return a.startsAt || a.active_since || ""; }]]));
     }

@@ -84,6 +84,11 @@ def test_routes_answer_as_before(service: Service) -> None:
         assert [m["model"] for m in r.json()["models"]] == ["fraud"]
         r = c.get("/api/v1/models/fraud")
         assert (r.status_code, r.json()["model"]) == (200, "fraud")
+        r = c.get("/api/v1/models/fraud?history_since=abc")
+        assert (r.status_code, r.json()["error"]) == (
+            400,
+            "history_since: a finite number of epoch seconds",
+        )
         r = c.get("/api/v1/models/a%2Fb%20c")  # URL-decoded
         assert (r.status_code, r.json()) == (404, {"error": "unknown model 'a/b c'"})
         r = c.get("/api/v1/alerts")

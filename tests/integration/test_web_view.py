@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import msgspec
@@ -150,8 +151,11 @@ def test_the_web_view_shows_drifted_features_first_with_their_charts(
         since = ends[-2]
         newer = json.loads(_get(http.port, f"/api/v1/models/fraud?history_since={since!r}")[2])
         assert [p["window_end"] for p in newer["history"]] == ends[-2:]
-        whole = json.loads(_get(http.port, "/api/v1/models/fraud?history_since=nan")[2])
+        whole = json.loads(_get(http.port, "/api/v1/models/fraud")[2])
         assert len(whole["history"]) == len(ends)
+        with pytest.raises(urllib.error.HTTPError) as bad:  # not silently the whole history
+            _get(http.port, "/api/v1/models/fraud?history_since=nan")
+        assert bad.value.code == 400
 
         # the "why" fields against numpy on the events of the window
         window = slice(3000, 9000)

@@ -67,3 +67,17 @@ def test_the_package_data_ships_every_asset_of_the_page():
     assert setuptools["package-data"]["consumers.web"] == ["*"]
     for name in [*web_view.ASSETS, "index.html"]:
         assert web_view.asset(name)
+
+
+def test_a_value_cannot_end_the_reports_embedded_data_early():
+    # a category from a reference file reaches the report as text: "<!--<script" there
+    # would make the parser skip the real end tag and swallow the rest of the page
+    data = {"mode": "report", "models": [{"name": "<!--<script>", "why": "</script><b>"}]}
+    html = web_view.report(data)
+    opening = '<script id="driftline-data" type="application/json">'
+    start = html.index(opening) + len(opening)
+    end = html.index("</script>", start)
+    embedded = html[start:end]
+    assert "<" not in embedded
+    assert json.loads(embedded) == data
+    assert html.rstrip().endswith("</html>")

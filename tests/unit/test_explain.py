@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from monitor.drift import METHODS, SQUARED
 from monitor.evaluation import DriftPolicy, MethodChoice
-from monitor.explain import QUANTILES, contributions
+from monitor.explain import CHART_BINS, QUANTILES, contributions, explain
 from monitor.model_state import feature_scores
-from monitor.reference import build_profile
+from monitor.reference import BinningOptions, build_profile
 from tests.unit.test_model_state import CATS, batch, close, monitor_for
 
 REF_N = 4000
@@ -207,3 +207,24 @@ def test_the_verdict_names_the_rule_that_decided():
     v = feats["x"]["verdict"]
     assert (v["rule"], v["threshold_kind"], v["compared"]) == ("threshold", "alpha", "pvalue")
     assert v["drifted"] == (feats["x"]["pvalue"] < v["threshold"])
+
+
+def test_a_feature_with_hundreds_of_categories_charts_at_most_chart_bins():
+    rng = np.random.default_rng(12)
+    levels = np.array([f"c{i}" for i in range(500)], dtype=object)
+    p = 1.0 / np.arange(1, 501) ** 0.8
+    p /= p.sum()
+    profile = build_profile(
+        "m", {"c": rng.choice(levels, 20_000, p=p)}, options=BinningOptions(max_categories=300)
+    )
+    fp = profile.features[0]
+    cur = np.bincount(fp.bins.assign(rng.choice(levels, 5000, p=p[::-1])), minlength=fp.counts.size)
+    (score,) = feature_scores(fp, cur, ("jensenshannon",))
+    why = explain(fp, "jensenshannon", cur, np.zeros(cur.size))
+    bins = why["bins"]
+    assert len(bins) == CHART_BINS < fp.bins.coarse_starts.size
+    assert sum(b["reference_share"] for b in bins) == pytest.approx(1.0)
+    assert sum(b["current_share"] for b in bins) == pytest.approx(1.0)
+    # the merged bin carries the rest's terms, so the chart still adds up to the score
+    assert sum(b["contribution"] for b in bins) == pytest.approx(score.score**2, rel=1e-9)
+    assert bins[-1]["label"] == f"{fp.bins.coarse_starts.size - CHART_BINS + 1} more"
