@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import signal
 import sys
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from collections import deque
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import numpy as np
@@ -156,6 +158,9 @@ def run_demo(
     out: TextIO = sys.stdout,
     keep_running: bool = False,
 ) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # `kill` stops the demo as Ctrl-C does: the embedded broker is stopped with it
+        signal.signal(signal.SIGTERM, _interrupt)
     rng = np.random.default_rng(7)
     drift_at = 0.4 * duration
     window = max(2.0, float(min(15, int(0.4 * duration))))
@@ -216,6 +221,10 @@ def run_demo(
         service.alerting.close()
         return code
     return 1  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _keep_running(

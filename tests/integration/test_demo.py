@@ -67,7 +67,7 @@ def test_keep_running_leaves_the_web_view_up_until_interrupted(kafka_bootstrap):
             time.sleep(0.5)
         assert window_end() > first
     finally:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGTERM)  # as `kill` does; Ctrl-C takes the same path
         out, err = demo.communicate(timeout=60)
     assert "stopping" in out
     assert "Traceback" not in err, err
