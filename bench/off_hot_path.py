@@ -9,8 +9,9 @@ seconds on the embedded broker: N must be large enough for stage 1 to be still
 consuming then).
 
 - ``bare``: panes of 1 h, so no pane closes and stage 2 evaluates nothing; no HTTP;
-- ``evaluations``: panes of 1 s in a 60 s window: a pane closes every 1,000 events and
-  stage 2 evaluates the model (25 features) each time;
+- ``panes``: panes of 1 s in a 60 s window: a pane closes every 1,000 events, stage 1
+  publishes it and stage 2 merges it, but the evaluation is skipped;
+- ``evaluations``: the same with stage 2 evaluating the model (25 features) as it does;
 - ``scraper``: ``bare`` with the HTTP server and one Prometheus-like scraper fetching
   /metrics every 100 ms (from a child process, so its own CPU is not the service's);
 - ``scraper+evaluations``: both.
@@ -47,7 +48,7 @@ from consumers.service import Service
 from consumers.topics import ensure_topics
 from monitor.config import WindowSettings
 
-MODES = ("bare", "evaluations", "scraper", "scraper+evaluations")
+MODES = ("bare", "panes", "evaluations", "scraper", "scraper+evaluations")
 SCRAPE_INTERVAL = 0.1
 
 
@@ -68,7 +69,7 @@ def scrape(port: int) -> int:
 
 def run(mode: str, bootstrap: str, topic: str, n: int, ref: Path, client: str) -> dict[str, Any]:
     config = bench_config(bootstrap, topic, ref, "bench-hot-path", client)
-    if "evaluations" in mode:
+    if mode.endswith(("panes", "evaluations")):
         windows = WindowSettings(pane=1.0, size=60.0, allowed_lateness=0.0)
     else:
         windows = WindowSettings(pane=3600.0, size=3600.0, allowed_lateness=0.0)
@@ -79,7 +80,8 @@ def run(mode: str, bootstrap: str, topic: str, n: int, ref: Path, client: str) -
 
     def counted_evaluate(*args: Any) -> None:
         evaluations[0] += 1
-        evaluate(*args)
+        if mode != "panes":
+            evaluate(*args)
 
     service.owner._evaluate = counted_evaluate  # type: ignore[method-assign]
     server = child = None
