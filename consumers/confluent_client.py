@@ -72,6 +72,7 @@ class ConfluentConsumer(ConsumerClient):
         #: seeks asked for while partitions are being assigned: offsets to assign them at
         self._assigning: dict[TopicPartition, int] | None = None
         self._rebalance: Rebalance | None = None
+        self._callback_error: Exception | None = None
         try:
             self._consumer = Consumer(settings)
         except KafkaException as exc:
@@ -84,6 +85,9 @@ class ConfluentConsumer(ConsumerClient):
         )
 
     def poll(self, timeout_ms: int, max_records: int) -> list[PartitionBatch]:
+        failed, self._callback_error = self._callback_error, None
+        if failed is not None:  # in the previous poll, whose records were returned
+            raise KafkaClientError(f"rebalance callback failed: {failed!r}") from failed
         try:
             messages = self._consumer.consume(max_records, timeout_ms / 1000.0)
         except KafkaException as exc:
@@ -172,11 +176,17 @@ class ConfluentConsumer(ConsumerClient):
         if idle:
             self._contact = time.monotonic() - min(idle) / 1e6
 
+    # A failing callback is logged, the rebalance goes on and poll raises afterwards, as
+    # kafka-python does with its listener's exceptions.
+
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         assert self._rebalance is not None
         self._assigning = {}
         try:
             self._rebalance.assigned(_ours(partitions))
+        except Exception as exc:
+            log.exception("restoring assigned partitions failed")
+            self._callback_error = exc
         finally:
             seeks, self._assigning = self._assigning, None
             for p in partitions:
@@ -185,7 +195,12 @@ class ConfluentConsumer(ConsumerClient):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         assert self._rebalance is not None
-        offsets = self._rebalance.revoked(_ours(partitions))
+        try:
+            offsets = self._rebalance.revoked(_ours(partitions))
+        except Exception as exc:
+            log.exception("checkpointing revoked partitions failed")
+            self._callback_error = exc
+            return
         if offsets:
             try:
                 consumer.commit(offsets=_native(offsets), asynchronous=False)
@@ -194,7 +209,11 @@ class ConfluentConsumer(ConsumerClient):
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         assert self._rebalance is not None
-        self._rebalance.lost(_ours(partitions))
+        try:
+            self._rebalance.lost(_ours(partitions))
+        except Exception as exc:
+            log.exception("dropping lost partitions failed")
+            self._callback_error = exc
 
 
 def _native(offsets: Mapping[TopicPartition, int]) -> list[KafkaTopicPartition]:
