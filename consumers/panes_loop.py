@@ -39,6 +39,10 @@ __all__ = ["PanesLoop"]
 
 log = logging.getLogger("driftline.stage2")
 
+#: pane records per poll (kafka-python's default): each can start an evaluation, and the
+#: loop must poll again within the group's max_poll_interval_ms
+PANES_BATCH = 500
+
 #: how often idle partitions are re-examined (seconds, wall clock)
 TICK_SECONDS = 1.0
 
@@ -117,7 +121,7 @@ class PanesLoop:
                             UNASSIGNED_WARNING_SECONDS,
                         )
                 try:
-                    polled = consumer.poll(self.kafka.poll_timeout_ms, self.kafka.max_batch)
+                    polled = consumer.poll(self.kafka.poll_timeout_ms, PANES_BATCH)
                 except KafkaClientError as exc:
                     log.warning("panes poll failed; retrying", extra={"error": repr(exc)})
                     stop.wait(backoff)
