@@ -61,8 +61,17 @@ class ScoreCalibration:
     positives: int
 
     def apply(self, score: NDArray[np.float64]) -> NDArray[np.float64]:
-        """The probability of the positive class at each score (NaN stays NaN)."""
-        out: NDArray[np.float64] = np.interp(score, self.scores, self.probabilities)
+        """The probability of the positive class at each score (NaN stays NaN).
+
+        Between two knots a subnormal distance apart the interpolation's slope overflows
+        and comes out infinite; such a score takes the lower knot's probability.
+        """
+        x = np.asarray(score, dtype=np.float64)
+        out: NDArray[np.float64] = np.interp(x, self.scores, self.probabilities)
+        overflowed = np.isinf(out)
+        if overflowed.any():
+            i = np.searchsorted(self.scores, x[overflowed], side="right") - 1
+            out[overflowed] = self.probabilities[np.clip(i, 0, self.scores.size - 1)]
         return out
 
     def to_dict(self) -> dict[str, Any]:

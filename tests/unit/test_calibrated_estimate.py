@@ -264,3 +264,14 @@ def test_calibration_map_is_monotone_and_a_probability(score, data):
     assert ScoreCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))).to_dict() == (
         cal.to_dict()
     )
+
+
+def test_scores_between_knots_a_subnormal_apart_stay_probabilities():
+    # found by Hypothesis: with knots 5e-315 apart the interpolation's slope overflowed,
+    # and a score of 0 between them came out as an infinite probability
+    cal = ScoreCalibration(
+        np.array([-5.06e-315, 5e-324, 1.0]), np.array([0.02, 0.05, 0.3]), 100, 10
+    )
+    p = cal.apply(np.array([0.0, -1e-320, np.nan]))
+    assert np.all((p[:2] >= 0.02) & (p[:2] <= 0.05))
+    assert np.isnan(p[2])
