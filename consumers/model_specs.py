@@ -16,15 +16,19 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from consumers.reference_files import read_columns, read_profile
 from monitor.binning import CategoricalBins
 from monitor.config import ModelSettings
 from monitor.evaluation import DriftPolicy, MethodChoice
+from monitor.exceptions import ReferenceError
 from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.panes import CountLayout
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
+from monitor.segments import SegmentOptions
 from monitor.stream_reference import StreamReference
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "options_of",
     "policy_of",
     "positive_label_of",
+    "segment_options_of",
     "specs_of",
 ]
 
@@ -137,6 +142,12 @@ def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> Ref
         profile = read_profile(path)
         if profile.model != settings.name:
             log.warning("profile %s was built for model %r", path, profile.model)
+        if settings.segments and profile.segments is None:
+            raise ReferenceError(
+                f"{path}: the profile holds no segments but the model is sliced by "
+                f"{', '.join(settings.segments)} (rebuild it with `driftline reference build "
+                "--config`, or point reference.path at the reference data)"
+            )
         return profile
     return profile_of_columns(settings, read_columns(path))
 
@@ -146,13 +157,27 @@ def profile_of_columns(settings: ModelSettings, columns: Mapping[str, Any]) -> R
     prediction_kind = (
         FeatureKind.CATEGORICAL if settings.task == "multiclass_classification" else None
     )
-    return build_profile(
+    profile = build_profile(
         settings.name,
         columns,
         specs_of(settings),
         options_of(settings),
         prediction_kind=prediction_kind,
         positive_label=positive_label_of(settings),
+    )
+    cut = segment_options_of(settings)
+    if cut is None:
+        return profile
+    return cut.apply(profile, {k: np.asarray(v) for k, v in columns.items()})
+
+
+def segment_options_of(settings: ModelSettings) -> SegmentOptions | None:
+    """How the model is segmented; ``None`` without ``segments``."""
+    if not settings.segments:
+        return None
+    s = settings.segmenting
+    return SegmentOptions(
+        tuple(settings.segments), s.top_k, s.reference == "slice", s.min_reference_events
     )
 
 
@@ -189,6 +214,7 @@ class ModelSpec:
                 settings.reference.from_stream.events,
                 specs_of(settings),
                 options_of(settings),
+                segment_options_of(settings),
             )
 
     @property

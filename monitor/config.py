@@ -91,6 +91,10 @@ def _pattern(regex: str, what: str) -> AfterValidator:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Name = Annotated[str, _pattern(r"[A-Za-z0-9_.-]+", "is not a name: use letters, digits, _ . -")]
+#: a categorical feature or ``tags.NAME``
+SegmentField = Annotated[
+    str, _pattern(r"(tags\.)?[A-Za-z0-9_.-]{1,64}", "is not a feature name or tags.NAME")
+]
 Url = Annotated[str, _pattern(r"https?://[^\s/?#]+\S*", "is not an http:// or https:// URL")]
 EnvName = Annotated[
     str,
@@ -330,6 +334,18 @@ class QualitySettings(_Settings):
     range_margin: float = Field(0.0, ge=0)
 
 
+class SegmentingSettings(_Settings):
+    """How a model's ``segments`` are cut: the ``top_k`` most frequent values of each field
+    in the reference, every other value (and a missing one) in "other"."""
+
+    top_k: int = Field(10, ge=1, le=100)
+    #: ``slice``: a segment's features are compared with the reference rows of the same
+    #: segment (when it has at least ``min_reference_events`` of them, else with the whole
+    #: reference); ``whole``: always with the whole reference
+    reference: Literal["slice", "whole"] = "slice"
+    min_reference_events: int = Field(100, ge=1)
+
+
 #: bytes a pending label-join entry takes besides its event id (arrays and index; measured
 #: 110, rounded up)
 JOIN_ENTRY_BYTES = 160
@@ -385,6 +401,9 @@ class ModelSettings(_Settings):
     binning: BinningSettings = Field(default_factory=BinningSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    #: fields every window is sliced by: a categorical feature or an event tag (``tags.NAME``)
+    segments: list[SegmentField] = Field(default_factory=list, max_length=8)
+    segmenting: SegmentingSettings = Field(default_factory=SegmentingSettings)
 
     @field_validator("positive_label", "negative_label", mode="before")
     @classmethod
@@ -403,6 +422,22 @@ class ModelSettings(_Settings):
                 raise ValueError(f"@{key}: applies to binary_classification only")
         if self.negative_label is not None and self.negative_label == (self.positive_label or "1"):
             raise ValueError("@negative_label: must differ from positive_label")
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError("@segments: a field is named twice")
+        for i, name in enumerate(self.segments):
+            feature = self.features.get(name)
+            if (
+                not name.startswith("tags.")
+                and feature is not None
+                and feature.type != "categorical"
+            ):
+                raise ValueError(
+                    f"@segments.{i}: {name} is numerical; slice by a categorical feature or a tag"
+                )
+            if self.features and feature is None and not name.startswith("tags."):
+                raise ValueError(
+                    f"@segments.{i}: no feature {name!r} in features (or write tags.{name})"
+                )
         for name, o in self.drift.overrides.items():
             key = f"drift.overrides.{name}"
             feature = self.features.get(name)

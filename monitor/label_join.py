@@ -53,7 +53,12 @@ DROP_REASONS: tuple[str, ...] = (
 )
 
 _INITIAL_SLOTS = 1024
-_PREDICTION_COLUMNS: dict[str, type] = {"score": np.float64, "label": object, "version": object}
+_PREDICTION_COLUMNS: dict[str, type] = {
+    "score": np.float64,
+    "label": object,
+    "version": object,
+    "segment": np.float64,
+}
 _LABEL_COLUMNS: dict[str, type] = {"y_true": object}
 
 Column = NDArray[Any]
@@ -70,6 +75,8 @@ class Joined:
     label: NDArray[np.object_]
     y_true: NDArray[np.object_]
     version: NDArray[np.object_]
+    #: the predictions' segments (see :meth:`monitor.segments.Segments.cells`); NaN for none
+    segment: NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -218,10 +225,12 @@ class _Store:
         ids = [str(e) for e in data["event_id"]]
         if len(set(ids)) != len(ids):
             raise ValueError("snapshot holds repeated ids")
+        # a column added since the snapshot was taken is empty in it
+        blank = [None] * len(ids)
         cols = {
-            k: np.array([_empty_value(t) if x is None else x for x in data[k]], dtype=t)
+            k: np.array([_empty_value(t) if x is None else x for x in data.get(k, blank)], dtype=t)
             if t is not object
-            else _objects(data[k])
+            else _objects(data.get(k, blank))
             for k, t in self.kinds.items()
         }
         time = np.asarray(data["time"], dtype=np.float64)
@@ -292,15 +301,22 @@ class LabelJoin:
         label: Sequence[Any] | NDArray[Any],
         version: Sequence[Any] | NDArray[Any],
         now: float,
+        segment: NDArray[np.float64] | None = None,
     ) -> Joined:
         """Pend predictions, joining those whose label already waits; return the joins.
 
-        A prediction with a non-finite time is stamped ``now``.
+        A prediction with a non-finite time is stamped ``now``; ``segment`` is kept with
+        each prediction and handed back with its join.
         """
         cols: dict[str, Column] = {
             "score": np.asarray(score, dtype=np.float64),
             "label": _column(label),
             "version": _column(version),
+            "segment": (
+                np.full(len(event_id), np.nan)
+                if segment is None
+                else np.asarray(segment, dtype=np.float64)
+            ),
         }
         t, join_at, slots = self._arrive(
             "prediction", event_id, time, cols, now, self._predictions, self._labels
@@ -316,6 +332,7 @@ class LabelJoin:
                 label=cols["label"][join_at],
                 y_true=theirs["y_true"],
                 version=cols["version"][join_at],
+                segment=cols["segment"][join_at],
             )
         )
 
@@ -345,6 +362,7 @@ class LabelJoin:
                 label=theirs["label"],
                 y_true=cols["y_true"][join_at],
                 version=theirs["version"],
+                segment=theirs["segment"],
             )
         )
 
