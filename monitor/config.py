@@ -481,6 +481,9 @@ RULE_METRICS = frozenset(
         "driftline_model_performance_estimated",
         "driftline_label_coverage_ratio",
         "driftline_last_evaluation_timestamp_seconds",
+        "driftline_segment_traffic_ratio",
+        "driftline_segment_reference_ratio",
+        "driftline_segment_mix_drift_score",
     }
 )
 

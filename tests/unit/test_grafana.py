@@ -56,6 +56,9 @@ SERVICE_METRICS = {
     "driftline_feature_type_mismatch_ratio",
     "driftline_feature_nonfinite_ratio",
     "driftline_unexpected_feature_events_total",
+    "driftline_segment_traffic_ratio",
+    "driftline_segment_reference_ratio",
+    "driftline_segment_mix_drift_score",
 }
 # Series Prometheus makes itself.
 PROMETHEUS_METRICS = {"up", "ALERTS"}
