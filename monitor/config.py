@@ -554,13 +554,24 @@ _TARGET_NEEDS = {
     "airflow": ("dag_id",),
     "github": ("repo", "token_env"),
     "kubeflow": ("pipeline_id",),
+    "vertex": ("project", "region", "template_uri", "token_env"),
 }
-_TARGET_ONLY = {"dag_id": "airflow", "repo": "github", "pipeline_id": "kubeflow"}
+_TARGET_ONLY = {
+    "dag_id": "airflow",
+    "repo": "github",
+    "pipeline_id": "kubeflow",
+    "project": "vertex",
+    "region": "vertex",
+    "template_uri": "vertex",
+    "pipeline_root": "vertex",
+    "service_account": "vertex",
+}
 
 
 class RetrainingTarget(_Settings):
-    type: Literal["http", "airflow", "github", "kubeflow"]
-    url: Url
+    type: Literal["http", "airflow", "github", "kubeflow", "vertex"]
+    #: required but for ``vertex``, whose default is ``https://{region}-aiplatform.googleapis.com``
+    url: Url | None = None
     #: Standard Webhooks signing of the request when set
     secret_env: EnvName | None = None
     #: bearer token (GitHub, Airflow, Kubeflow); must be set when named
@@ -571,9 +582,24 @@ class RetrainingTarget(_Settings):
     repo: Repo | None = None
     event_type: str = "driftline-retrain"
     pipeline_id: str | None = None
+    #: Vertex AI Pipelines: the Google Cloud project and region the run is created in, the
+    #: compiled pipeline spec (``gs://``, Artifact Registry or https URI), and optionally
+    #: the run's output root (``gs://``) and service account
+    project: (
+        Annotated[
+            str, _pattern(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "is not a Google Cloud project id")
+        ]
+        | None
+    ) = None
+    region: Annotated[str, _pattern(r"[a-z]+-[a-z]+[0-9]", "is not a region")] | None = None
+    template_uri: str | None = None
+    pipeline_root: str | None = None
+    service_account: str | None = None
 
     @model_validator(mode="after")
     def _target_fields(self) -> Self:
+        if self.url is None and self.type != "vertex":
+            raise ValueError(f"@url: a {self.type} target needs url")
         for key in _TARGET_NEEDS.get(self.type, ()):
             if not getattr(self, key):
                 raise ValueError(f"@{key}: a {self.type} target needs {key}")
