@@ -335,6 +335,10 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
         labels=["model", "segment_field", "method"],
     )
 
+    kpi = GaugeMetricFamily(
+        "driftline_kpi", "A business KPI of the model's live window", labels=["model", "kpi"]
+    )
+
     def add(family: Metric, labels: dict[str, str], value: float) -> None:
         family.samples.append(Sample(family.name, labels, value, None))
 
@@ -368,6 +372,8 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
             add(estimated, {**base, "metric": metric}, value)
         if ev.label_coverage is not None:
             add(coverage, base, ev.label_coverage)
+        for name, value in sorted(ev.kpis.items()):
+            add(kpi, {**base, "kpi": name}, value)
 
     for model, ev in sorted(evaluations.items()):
         export({"model": model}, ev)
@@ -387,4 +393,4 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
     yield from (performance, estimated, coverage)
     yield last
     yield window
-    yield from (traffic, reference_share, mix)
+    yield from (traffic, reference_share, mix, kpi)

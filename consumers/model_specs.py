@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from consumers.reference_files import read_columns, read_profile
 from monitor.binning import CategoricalBins
 from monitor.config import ModelSettings
 from monitor.evaluation import DriftPolicy, MethodChoice
 from monitor.exceptions import ReferenceError
+from monitor.kpis import Kpi, KpiSet
+from monitor.labels import normalize_label, normalize_labels
 from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.panes import CountLayout
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
@@ -35,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "accumulators_of",
     "driftline_version",
+    "kpis_of",
     "load_reference",
     "options_of",
     "policy_of",
@@ -181,6 +185,28 @@ def segment_options_of(settings: ModelSettings) -> SegmentOptions | None:
     )
 
 
+def kpis_of(settings: ModelSettings, profile: ReferenceProfile) -> KpiSet | None:
+    """The model's KPIs; a prediction is positive at ``decision_threshold`` (its score) or
+    when its class is the positive label."""
+    if not settings.kpis:
+        return None
+    positive = normalize_label(positive_label_of(settings) or "1")
+    threshold = settings.decision_threshold
+
+    def is_positive(score: NDArray[np.float64], label: NDArray[np.object_]) -> NDArray[np.bool_]:
+        by_class = normalize_labels(label) == positive
+        return np.where(np.isfinite(score), score >= threshold, by_class)
+
+    kpis = {
+        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"))
+        for name, k in settings.kpis.items()
+    }
+    try:
+        return KpiSet.of(profile, kpis, is_positive)
+    except ValueError as exc:
+        raise ReferenceError(f"model {settings.name}: {exc}") from exc
+
+
 class ModelSpec:
     """One configured model: settings, policy and its current reference.
 
@@ -250,6 +276,7 @@ class ModelSpec:
             range_margin=self.settings.quality.range_margin,
             performance=performance,
             expected=expected,
+            kpis=kpis_of(self.settings, profile),
         )
 
     def evaluator(self, fingerprint: str, profile: Mapping[str, Any] | None) -> ModelMonitor | None:

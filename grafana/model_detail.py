@@ -267,6 +267,16 @@ def model_detail() -> Dashboard:
                 span=24,
             )
         )
+        .with_panel(
+            timeseries(
+                "Business KPIs",
+                "The model's KPIs (kpis: in its configuration) on the live window.",
+                "none",
+                query(f"sum by (kpi) (driftline_kpi{{{esel}}})", "{{kpi}}"),
+                minimum=None,
+                span=24,
+            )
+        )
         .with_row(Row("Segments"))
         .with_panel(
             timeseries(

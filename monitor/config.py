@@ -38,6 +38,7 @@ __all__ = [
     "FromStream",
     "HttpSettings",
     "KafkaSettings",
+    "KpiSettings",
     "LabelSettings",
     "MethodSettings",
     "ModelSettings",
@@ -46,6 +47,7 @@ __all__ = [
     "ReferenceSettings",
     "RetrainingSettings",
     "RetrainingTarget",
+    "SegmentingSettings",
     "Sink",
     "StateSettings",
     "ValidationSettings",
@@ -346,6 +348,30 @@ class SegmentingSettings(_Settings):
     min_reference_events: int = Field(100, ge=1)
 
 
+class KpiSettings(_Settings):
+    """A business KPI: ``agg`` of ``field`` over the window's events, optionally only those
+    whose prediction is ``positive`` or ``negative`` (binary classification)."""
+
+    agg: Literal["count", "sum", "mean", "rate", "quantile"]
+    #: a numerical feature or ``prediction`` (the score); none for a count (or a rate of events)
+    field: str | None = None
+    #: the quantile, for ``agg: quantile``
+    q: float | None = Field(None, gt=0, lt=1)
+    where: dict[Literal["prediction"], Literal["positive", "negative"]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.field is None and self.agg not in ("count", "rate"):
+            raise ValueError(f"@field: {self.agg} needs a field")
+        if self.field is not None and self.agg == "count":
+            raise ValueError("@field: a count counts events; drop field")
+        if (self.q is None) == (self.agg == "quantile"):
+            raise ValueError("@q: required by agg: quantile, and by it only")
+        return self
+
+
 #: bytes a pending label-join entry takes besides its event id (arrays and index; measured
 #: 110, rounded up)
 JOIN_ENTRY_BYTES = 160
@@ -404,6 +430,8 @@ class ModelSettings(_Settings):
     #: fields every window is sliced by: a categorical feature or an event tag (``tags.NAME``)
     segments: list[SegmentField] = Field(default_factory=list, max_length=8)
     segmenting: SegmentingSettings = Field(default_factory=SegmentingSettings)
+    #: named per-window aggregations of event fields
+    kpis: dict[Name, KpiSettings] = Field(default_factory=dict, max_length=32)
 
     @field_validator("positive_label", "negative_label", mode="before")
     @classmethod
@@ -438,6 +466,14 @@ class ModelSettings(_Settings):
                 raise ValueError(
                     f"@segments.{i}: no feature {name!r} in features (or write tags.{name})"
                 )
+        for name, k in self.kpis.items():
+            if k.where and self.task != "binary_classification":
+                raise ValueError(f"@kpis.{name}.where: applies to binary_classification only")
+            feature = self.features.get(k.field or "")
+            if k.field not in (None, "prediction") and self.features and feature is None:
+                raise ValueError(f"@kpis.{name}.field: no feature {k.field!r} in features")
+            if feature is not None and feature.type != "numerical":
+                raise ValueError(f"@kpis.{name}.field: {k.field} is categorical, not numerical")
         for name, o in self.drift.overrides.items():
             key = f"drift.overrides.{name}"
             feature = self.features.get(name)
@@ -484,6 +520,7 @@ RULE_METRICS = frozenset(
         "driftline_segment_traffic_ratio",
         "driftline_segment_reference_ratio",
         "driftline_segment_mix_drift_score",
+        "driftline_kpi",
     }
 )
 

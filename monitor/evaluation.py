@@ -160,6 +160,8 @@ class ModelEvaluation:
     segments: Mapping[str, ModelEvaluation] = field(default_factory=dict)
     #: a segment's share of the reference rows
     reference_share: float | None = None
+    #: the model's business KPIs on the window, by name
+    kpis: Mapping[str, float] = field(default_factory=dict)
     #: per segment field: drift of the window's traffic mix across its segments
     segment_mix: Mapping[str, DriftScore] = field(default_factory=dict)
 
@@ -198,6 +200,7 @@ class ModelEvaluation:
                 "label_coverage": self.label_coverage,
                 "labelled_events": self.labelled_events,
             },
+            **({"kpis": dict(self.kpis)} if self.kpis else {}),
             **(
                 {
                     "segments": {name: ev.to_dict() for name, ev in self.segments.items()},

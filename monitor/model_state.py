@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from monitor.drift import TESTS, DriftScore, compare, is_drifted
 from monitor.evaluation import DriftPolicy, FeatureEvaluation, MethodChoice, ModelEvaluation
 from monitor.events import EventBatch
+from monitor.kpis import KpiSet
 from monitor.label_join import Joined
 from monitor.panes import CountLayout, FeatureSlots, PaneCounts
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator
@@ -74,6 +75,7 @@ class ModelMonitor:
         range_margin: float = 0.0,
         performance: PerformanceAccumulator | None = None,
         expected: ExpectedPerformance | None = None,
+        kpis: KpiSet | None = None,
     ) -> None:
         self.profile = profile
         self.policy = policy or DriftPolicy()
@@ -84,8 +86,12 @@ class ModelMonitor:
         )
         self.performance = performance
         self.expected = expected
+        self.kpis = kpis
+        # a block's accumulators: realized performance, expected performance, KPIs
         self._perf_size = performance.size if performance is not None else 0
-        self._block_extra = self._perf_size + (expected.size if expected is not None else 0)
+        self._exp_size = expected.size if expected is not None else 0
+        self._kpi_at = self._perf_size + self._exp_size
+        self._block_extra = self._kpi_at + (kpis.size if kpis is not None else 0)
         #: the model's segments: each is one more block of the pane vector (block 0 is the
         #: whole model), with its own events counted after the blocks' accumulators
         self.segments = profile.segments
@@ -218,8 +224,8 @@ class ModelMonitor:
         events = np.bincount(local, minlength=uniq.size)
         for j, index in enumerate(uniq.tolist()):
             extra = np.zeros(self._extra)
-            if self.expected is not None:
-                extra[self._perf_size :] = self.expected.accumulate(batch.score[local == j])
+            if self.expected is not None or self.kpis is not None:
+                self._accumulate(extra, 0, batch, np.flatnonzero(local == j))
             pane = self.window.pane(index)
             pane += PaneCounts(int(events[j]), counts[j], sums[j], extra)
 
@@ -241,19 +247,30 @@ class ModelMonitor:
         events = np.bincount(cell, minlength=uniq.size * b).reshape(uniq.size, b)
         extra = np.zeros((uniq.size, self._extra))
         extra[:, self._block_extra * b :] = events
-        if self.expected is not None:
+        if self.expected is not None or self.kpis is not None:
             # one accumulation per (pane, block) group of a sort, not per event
-            e = self.expected
-            scores = np.tile(batch.score, copies)
             order = np.argsort(cell, kind="stable")
             keys, starts = np.unique(cell[order], return_index=True)
             for key, part in zip(keys.tolist(), np.split(order, starts[1:]), strict=True):
                 j, block = divmod(key, b)
-                at = block * self._block_extra + self._perf_size
-                extra[j, at : at + e.size] = e.accumulate(scores[part])
+                self._accumulate(extra[j], block * self._block_extra, batch, part % n)
         for j, index in enumerate(uniq.tolist()):
             pane = self.window.pane(index)
             pane += PaneCounts(int(events[j, 0]), counts[j], sums[j], extra[j])
+
+    def _accumulate(
+        self, extra: NDArray[np.float64], at: int, batch: EventBatch, rows: NDArray[np.intp]
+    ) -> None:
+        """Add the expected performance and KPIs of ``batch[rows]`` to the block at ``at``."""
+        if self.expected is not None:
+            begin = at + self._perf_size
+            extra[begin : begin + self._exp_size] = self.expected.accumulate(batch.score[rows])
+        if self.kpis is not None:
+            begin = at + self._kpi_at
+            numerical = {k: v[rows] for k, v in batch.numerical.items()}
+            extra[begin : begin + self.kpis.size] = self.kpis.accumulate(
+                numerical, batch.score[rows], batch.label[rows]
+            )
 
     def segment_cells(self, batch: EventBatch) -> NDArray[np.float64] | None:
         """Each event's segments as one number, for the label join to keep with the
@@ -462,7 +479,11 @@ class ModelMonitor:
             labelled = self.performance.pairs(acc)
             coverage = labelled / window.events if window.events else None
         if self.expected is not None:
-            estimated = self.expected.metrics(window.extra[self._perf_size :])
+            estimated = self.expected.metrics(window.extra[self._perf_size : self._kpi_at])
+        kpis: dict[str, float] = {}
+        if self.kpis is not None:
+            seconds = span[1] - span[0] if span is not None else None
+            kpis = self.kpis.values(window.extra[self._kpi_at : self._block_extra], seconds)
         return ModelEvaluation(
             model=self.model,
             evaluated_at=now,
@@ -481,6 +502,7 @@ class ModelMonitor:
                 None if self.expected is None else self.expected.calibration is not None
             ),
             segment=segment,
+            kpis=kpis,
             reference_share=(
                 None
                 if segment is None or self.segments is None

@@ -44,6 +44,7 @@ DESIGN_METRICS = {
     "driftline_webhook_deliveries_total",
     "driftline_retraining_requests_total",
     "driftline_build_info",
+    "driftline_kpi",
 }
 HISTOGRAMS = {"driftline_label_delay_seconds", "driftline_prediction_latency_seconds"}
 # The service's own health and quality metrics beyond the table (README, "Metrics").
