@@ -197,12 +197,15 @@ def kpis_of(settings: ModelSettings, profile: ReferenceProfile) -> KpiSet | None
         by_class = normalize_labels(label) == positive
         return np.where(np.isfinite(score), score >= threshold, by_class)
 
+    def is_true(y_true: NDArray[np.object_]) -> NDArray[np.bool_]:
+        return np.asarray(normalize_labels(y_true) == positive, dtype=bool)
+
     kpis = {
-        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"))
+        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"), k.where.get("label"))
         for name, k in settings.kpis.items()
     }
     try:
-        return KpiSet.of(profile, kpis, is_positive)
+        return KpiSet.of(profile, kpis, is_positive, is_true)
     except ValueError as exc:
         raise ReferenceError(f"model {settings.name}: {exc}") from exc
 

@@ -160,6 +160,7 @@ class InputPartitions:
                 batch.model_version,
                 now,
                 segment=monitor.segment_cells(batch),
+                kpi=monitor.kpi_values(batch),
             )
             if len(joined):
                 self._add_joined(name, monitor, joined)

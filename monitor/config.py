@@ -350,14 +350,15 @@ class SegmentingSettings(_Settings):
 
 class KpiSettings(_Settings):
     """A business KPI: ``agg`` of ``field`` over the window's events, optionally only those
-    whose prediction is ``positive`` or ``negative`` (binary classification)."""
+    whose prediction or ground truth is ``positive`` or ``negative`` (binary
+    classification)."""
 
     agg: Literal["count", "sum", "mean", "rate", "quantile"]
     #: a numerical feature or ``prediction`` (the score); none for a count (or a rate of events)
     field: str | None = None
     #: the quantile, for ``agg: quantile``
     q: float | None = Field(None, gt=0, lt=1)
-    where: dict[Literal["prediction"], Literal["positive", "negative"]] = Field(
+    where: dict[Literal["prediction", "label"], Literal["positive", "negative"]] = Field(
         default_factory=dict
     )
 

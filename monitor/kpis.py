@@ -1,7 +1,9 @@
 """Business KPIs: named per-window aggregations of an event field, as mergeable vectors.
 
 A KPI aggregates one field (a numerical feature, or ``prediction``: the score) of the
-window's events, optionally only where the prediction is positive or negative: ``count``,
+window's events, optionally only where the prediction is positive or negative and where
+the ground truth is (a *label-aware* KPI, counted when the label joins its prediction, in
+the prediction's pane, like realized performance): ``count``,
 ``sum``, ``mean``, ``rate`` (the sum, or the count without a field, per second of window)
 and ``quantile`` (from a histogram in the reference's fine quantile bins of the field, which
 adds up across panes and partitions like every other count). Each KPI is a slice of a
@@ -44,6 +46,8 @@ class Kpi:
     q: float | None = None
     #: ``"positive"`` or ``"negative"``: only events whose prediction is
     prediction: str | None = None
+    #: ``"positive"`` or ``"negative"``: only events whose ground truth is (label-aware)
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,29 @@ class _Slot:
 class KpiSet:
     """A model's KPIs and where each sits in an accumulator vector."""
 
-    def __init__(self, slots: tuple[_Slot, ...], positive: Positive) -> None:
+    def __init__(
+        self,
+        slots: tuple[_Slot, ...],
+        positive: Positive,
+        truth: Callable[[NDArray[np.object_]], NDArray[np.bool_]] | None = None,
+    ) -> None:
         self.slots = slots
         self.positive = positive
+        self.truth = truth
         self.size = sum(s.size for s in slots)
+        #: the fields label-aware KPIs read, which a prediction keeps until its label joins
+        self.joined_fields = tuple(
+            dict.fromkeys(s.kpi.field for s in slots if s.kpi.label and s.kpi.field)
+        )
 
     @classmethod
-    def of(cls, profile: ReferenceProfile, kpis: Mapping[str, Kpi], positive: Positive) -> KpiSet:
+    def of(
+        cls,
+        profile: ReferenceProfile,
+        kpis: Mapping[str, Kpi],
+        positive: Positive,
+        truth: Callable[[NDArray[np.object_]], NDArray[np.bool_]] | None = None,
+    ) -> KpiSet:
         """The KPIs of a model whose reference is ``profile`` (a quantile's field must be a
         numerical feature or score of it: its bins are the sketch's)."""
         slots, start = [], 0
@@ -81,10 +101,12 @@ class KpiSet:
                     raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
                 assert isinstance(fp.bins, NumericBins)
                 bins = fp.bins
+            if kpi.label is not None and truth is None:
+                raise ValueError(f"kpi {name}: a filter on the label needs a positive class")
             slot = _Slot(name, kpi, start, bins)
             slots.append(slot)
             start += slot.size
-        return cls(tuple(slots), positive)
+        return cls(tuple(slots), positive, truth)
 
     def accumulate(
         self,
@@ -92,17 +114,51 @@ class KpiSet:
         score: NDArray[np.float64],
         label: NDArray[np.object_],
     ) -> NDArray[np.float64]:
-        """The accumulator vector of these events (whole columns, no loop per event)."""
+        """The accumulator vector of these events' KPIs but the label-aware ones (whole
+        columns, no loop per event)."""
+        return self._accumulate(numerical, score, label, None)
+
+    def accumulate_joined(
+        self,
+        values: NDArray[np.float64],
+        score: NDArray[np.float64],
+        label: NDArray[np.object_],
+        y_true: NDArray[np.object_],
+    ) -> NDArray[np.float64]:
+        """The label-aware KPIs of joined pairs; ``values`` holds, per pair, the
+        :attr:`joined_fields` of its prediction (shape ``(pairs, fields)``)."""
+        numerical = {f: values[:, i] for i, f in enumerate(self.joined_fields)}
+        return self._accumulate(numerical, score, label, y_true)
+
+    def joined_values(
+        self, numerical: Mapping[str, NDArray[np.float64]], n: int
+    ) -> NDArray[np.float64]:
+        """Shape ``(n, fields)``: the :attr:`joined_fields` of ``n`` predictions."""
+        cols = [numerical.get(f, np.full(n, np.nan)) for f in self.joined_fields]
+        return np.stack(cols, axis=1) if cols else np.empty((n, 0))
+
+    def _accumulate(
+        self,
+        numerical: Mapping[str, NDArray[np.float64]],
+        score: NDArray[np.float64],
+        label: NDArray[np.object_],
+        y_true: NDArray[np.object_] | None,
+    ) -> NDArray[np.float64]:
         out = np.zeros(self.size)
         n = score.size
         positive: NDArray[np.bool_] | None = None
         for s in self.slots:
             k = s.kpi
+            if (k.label is None) != (y_true is None):
+                continue  # counted at prediction time, or when the label joins
             keep = np.ones(n, dtype=bool)
+            if y_true is not None and self.truth is not None:
+                truth = self.truth(y_true)
+                keep &= truth if k.label == "positive" else ~truth
             if k.prediction is not None:
                 if positive is None:
                     positive = self.positive(score, label)
-                keep = positive if k.prediction == "positive" else ~positive
+                keep &= positive if k.prediction == "positive" else ~positive
             if k.field is None:
                 out[s.start] = float(keep.sum())
                 continue

@@ -58,6 +58,7 @@ _PREDICTION_COLUMNS: dict[str, type] = {
     "label": object,
     "version": object,
     "segment": np.float64,
+    "kpi": object,
 }
 _LABEL_COLUMNS: dict[str, type] = {"y_true": object}
 
@@ -77,6 +78,9 @@ class Joined:
     version: NDArray[np.object_]
     #: the predictions' segments (see :meth:`monitor.segments.Segments.cells`); NaN for none
     segment: NDArray[np.float64] | None = None
+    #: per pair, the values its prediction kept for label-aware KPIs (an array or list,
+    #: ``None`` for none)
+    kpi: NDArray[np.object_] | None = None
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -94,7 +98,10 @@ def _oldest(time: NDArray[np.float64], seq: NDArray[np.int64], k: int) -> NDArra
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-able Python value for a numpy scalar or a non-finite float (as ``None``)."""
+    """A JSON-able Python value for a numpy scalar or array or a non-finite float (as
+    ``None``)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -302,6 +309,7 @@ class LabelJoin:
         version: Sequence[Any] | NDArray[Any],
         now: float,
         segment: NDArray[np.float64] | None = None,
+        kpi: NDArray[np.float64] | None = None,
     ) -> Joined:
         """Pend predictions, joining those whose label already waits; return the joins.
 
@@ -317,6 +325,7 @@ class LabelJoin:
                 if segment is None
                 else np.asarray(segment, dtype=np.float64)
             ),
+            "kpi": _rows(kpi, len(event_id)),
         }
         t, join_at, slots = self._arrive(
             "prediction", event_id, time, cols, now, self._predictions, self._labels
@@ -333,6 +342,7 @@ class LabelJoin:
                 y_true=theirs["y_true"],
                 version=cols["version"][join_at],
                 segment=cols["segment"][join_at],
+                kpi=cols["kpi"][join_at],
             )
         )
 
@@ -363,6 +373,7 @@ class LabelJoin:
                 y_true=cols["y_true"][join_at],
                 version=theirs["version"],
                 segment=theirs["segment"],
+                kpi=theirs["kpi"],
             )
         )
 
@@ -455,6 +466,14 @@ class LabelJoin:
         join.dropped["label_evicted"] += join._labels.restore(data["labels"])
         join._joined.restore(data["joined"])
         return join
+
+
+def _rows(values: NDArray[np.float64] | None, n: int) -> NDArray[np.object_]:
+    """An object column holding each row of ``values`` (``None`` without values)."""
+    out: NDArray[np.object_] = np.empty(n, dtype=object)
+    if values is not None and values.size:
+        out[:] = list(values)
+    return out
 
 
 def _column(values: Sequence[Any] | NDArray[Any]) -> NDArray[np.object_]:

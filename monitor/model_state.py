@@ -272,6 +272,13 @@ class ModelMonitor:
                 numerical, batch.score[rows], batch.label[rows]
             )
 
+    def kpi_values(self, batch: EventBatch) -> NDArray[np.float64] | None:
+        """What a prediction keeps for its label-aware KPIs until its label joins (``None``
+        for a model without such KPIs)."""
+        if self.kpis is None or not self.kpis.joined_fields:
+            return None
+        return self.kpis.joined_values(batch.numerical, len(batch))
+
     def segment_cells(self, batch: EventBatch) -> NDArray[np.float64] | None:
         """Each event's segments as one number, for the label join to keep with the
         prediction (``None`` for a model without segments)."""
@@ -334,6 +341,7 @@ class ModelMonitor:
         outside = 0
         size = self.pane_size
         blocks = self._joined_blocks(joined)
+        values = self._joined_kpi_values(joined)
         for j, index in enumerate(uniq.tolist()):
             m = local == j
             extra = np.zeros(self._extra)
@@ -345,6 +353,11 @@ class ModelMonitor:
                 extra[at : at + self._perf_size] = self.performance.accumulate(
                     joined.y_true[rows], joined.score[rows], joined.label[rows]
                 )
+                if values is not None and self.kpis is not None:
+                    begin = at + self._kpi_at
+                    extra[begin : begin + self.kpis.size] = self.kpis.accumulate_joined(
+                        values[rows], joined.score[rows], joined.label[rows], joined.y_true[rows]
+                    )
             value = PaneCounts(0, np.zeros(size, dtype=np.int64), np.zeros(size), extra)
             if not self.window.add_to_pane(index, value):
                 outside += int(m.sum())
@@ -352,6 +365,18 @@ class ModelMonitor:
                 self.dirty.add(index)
         self.labels_outside_window += outside
         return outside
+
+    def _joined_kpi_values(self, joined: Joined) -> NDArray[np.float64] | None:
+        """Shape ``(pairs, fields)``: what the joined predictions kept for label-aware KPIs
+        (NaN where a prediction kept nothing)."""
+        if self.kpis is None or not self.kpis.joined_fields:
+            return None
+        out = np.full((len(joined), len(self.kpis.joined_fields)), np.nan)
+        if joined.kpi is not None:
+            kept = np.flatnonzero(np.not_equal(joined.kpi, np.array(None, dtype=object)))
+            if kept.size:
+                out[kept] = np.array(joined.kpi[kept].tolist(), dtype=np.float64)
+        return out
 
     def _joined_blocks(self, joined: Joined) -> NDArray[np.intp]:
         """Shape ``(fields, n)``: the segment blocks of the joined predictions."""

@@ -80,6 +80,14 @@ def test_each_segment_equals_numpy_scipy_and_sklearn_across_two_partitions(
                     "reference": {"path": str(ref)},
                     "segments": ["tags.region"],
                     "segmenting": {"top_k": TOP_K},
+                    "kpis": {
+                        "events": {"agg": "count"},
+                        "caught_x": {
+                            "agg": "sum",
+                            "field": "x",
+                            "where": {"prediction": "positive", "label": "positive"},
+                        },
+                    },
                 }
             ],
         }
@@ -149,10 +157,15 @@ def test_each_segment_equals_numpy_scipy_and_sklearn_across_two_partitions(
     ref_region = ref_rows["tagsregion"].astype(object)
     ref_groups = {f"tags.region={r}": ref_region == r for r in top}
     ref_groups["tags.region=other"] = ~np.isin(ref_region, top)
+    caught = (truth == 1) & (scores >= 0.5) & labelled
+    assert ev["kpis"]["caught_x"] == pytest.approx(x[inside & caught].sum())
     for name, member in groups.items():
         seg = ev["segments"][name]
         rows = inside & member
         assert seg["window"]["events"] == int(rows.sum())
+        # business KPIs, a label-aware one joined through the partitions' label joins
+        assert seg["kpis"]["events"] == int(rows.sum())
+        assert seg["kpis"]["caught_x"] == pytest.approx(x[rows & caught].sum())
         pairs = rows & labelled
         y, p = truth[pairs] == 1, scores[pairs]
         realized = seg["performance"]["realized"]

@@ -3,6 +3,7 @@ per segment, with the prediction filter; exported as ``driftline_kpi``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,9 @@ from consumers.exporter import DriftlineCollector, StateSnapshot
 from consumers.model_specs import kpis_of
 from monitor.config import ModelSettings
 from monitor.events import EventBatch
+from monitor.label_join import LabelJoin
 from monitor.model_state import ModelMonitor, WindowSpec
+from monitor.performance import accumulator_for
 from monitor.reference import build_profile
 from monitor.segments import SegmentOptions
 
@@ -169,3 +172,77 @@ def test_a_filter_on_the_prediction_is_for_binary_classifiers() -> None:
                 "kpis": {"k": {"agg": "count", "where": {"prediction": "positive"}}},
             }
         )
+
+
+LABELLED: dict[str, Any] = {
+    "caught_amount": {
+        "agg": "sum",
+        "field": "amount",
+        "where": {"prediction": "positive", "label": "positive"},
+    },
+    "missed": {"agg": "count", "where": {"prediction": "negative", "label": "positive"}},
+    "labelled_mean_amount": {"agg": "mean", "field": "amount", "where": {"label": "negative"}},
+}
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), early=st.floats(0.0, 1.0))
+def test_label_aware_kpis_equal_numpy_on_the_joined_pairs(seed: int, early: float) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    cols = {"amount": rng.lognormal(3, 1, n), "prediction": rng.random(n)}
+    # eu and us are the reference's top two regions; slices share its thresholds
+    region = rng.choice(REGIONS, n, p=[0.5, 0.3, 0.2])
+    profile = SegmentOptions(("tags.region",), top_k=2, by_slice=False).apply(
+        build_profile("m", cols), {**cols, "tags.region": region}
+    )
+    settings_ = ModelSettings.model_validate(
+        {"name": "m", "reference": {"path": "r.csv"}, "kpis": LABELLED, "positive_label": "fraud"}
+    )
+    m = ModelMonitor(
+        profile,
+        WindowSpec(60.0, 60.0, 0.0),
+        performance=accumulator_for("binary_classification", positive_label="fraud"),
+        kpis=kpis_of(settings_, profile),
+    )
+    b = events(rng, 2000, 0.0, 60.0)
+    b.event_id = [f"e{i}" for i in range(len(b))]
+    y = np.where(rng.random(len(b)) < b.score, "fraud", "ok").astype(object)
+    labelled = rng.random(len(b)) < 0.7
+    first = labelled & (rng.random(len(b)) < early)  # labels that arrive before predictions
+    join = LabelJoin()
+    at = np.flatnonzero(first)
+    ids = [b.event_id[i] for i in at]
+    assert len(join.add_labels(ids, y[at], np.full(at.size, 1.0), now=0.0)) == 0
+    join = LabelJoin.restore(json.loads(json.dumps(join.snapshot())))  # a checkpoint
+    m.ingest(b)
+    m.add_joined(
+        join.add_predictions(
+            b.event_id,
+            b.event_time,
+            b.score,
+            b.label,
+            b.model_version,
+            now=0.0,
+            segment=m.segment_cells(b),
+            kpi=m.kpi_values(b),
+        )
+    )
+    join = LabelJoin.restore(json.loads(json.dumps(join.snapshot())))
+    at = np.flatnonzero(labelled & ~first)
+    ids = [b.event_id[i] for i in at]
+    m.add_joined(join.add_labels(ids, y[at], np.full(at.size, 30.0), now=0.0))
+    m.advance(60.0)
+    ev = m.evaluate(now=0.0)
+    for segment, mask in {
+        None: np.ones(len(b), dtype=bool),
+        "tags.region=eu": b.tags["region"] == "eu",
+        "tags.region=other": b.tags["region"] == "ap",
+    }.items():
+        got = ev.kpis if segment is None else ev.segments[segment].kpis
+        amount = b.numerical["amount"]
+        ok = labelled & mask & ~np.isnan(amount)
+        fraud, flagged = y == "fraud", b.score >= 0.5
+        assert got["caught_amount"] == pytest.approx(amount[ok & fraud & flagged].sum())
+        assert got["missed"] == (labelled & mask & fraud & ~flagged).sum()
+        assert got["labelled_mean_amount"] == pytest.approx(amount[ok & ~fraud].mean())
