@@ -252,7 +252,10 @@ class ModelSpec:
 
     def set_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
-        self.fingerprint = CountLayout(profile, self.settings.quality.range_margin).fingerprint
+        kpis = kpis_of(self.settings, profile)
+        self.fingerprint = CountLayout(
+            profile, self.settings.quality.range_margin, kpis.key if kpis is not None else ""
+        ).fingerprint
         if positive_label_of(self.settings) is None or profile.prediction is None:
             return
         if profile.score_calibration is None:

@@ -19,6 +19,7 @@ pane's accumulator vector: ``[events, sum]``, or the histogram's counts then its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -107,6 +108,14 @@ class KpiSet:
             slots.append(slot)
             start += slot.size
         return cls(tuple(slots), positive, truth)
+
+    @property
+    def key(self) -> str:
+        """Names the KPIs and their places in the vector (part of a pane's fingerprint)."""
+        return json.dumps(
+            [[s.name, s.kpi.agg, s.kpi.field, s.kpi.q, s.kpi.prediction, s.kpi.label, s.size]
+             for s in self.slots]
+        )  # fmt: skip
 
     def accumulate(
         self,

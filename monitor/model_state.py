@@ -79,7 +79,7 @@ class ModelMonitor:
     ) -> None:
         self.profile = profile
         self.policy = policy or DriftPolicy()
-        self.layout = CountLayout(profile, range_margin)
+        self.layout = CountLayout(profile, range_margin, kpis.key if kpis is not None else "")
         #: each feature's false-alarm rate per evaluation, for this window and pane
         self.feature_alpha = self.policy.feature_alpha(
             len(self.layout.features), windows.pane, windows.size_panes
