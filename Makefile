@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DURATION ?= 60
 
-.PHONY: demo test lint typecheck unit integration bench clean prometheus-tools rules generate e2e
+.PHONY: demo test lint typecheck unit integration bench clean prometheus-tools browser rules generate e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,23 @@ prometheus-tools:
 	        "(sudo apt-get install $(PROMETHEUS_PACKAGES))"; \
 	fi
 
+BROWSER_PACKAGES := chromium
+
+# Debian's chromium for the browser tests of the web view and the replay report (driven by
+# Playwright, which cannot download its own browser everywhere): installed when running
+# as root and missing; otherwise the browser tests are skipped with an install hint.
+browser:
+	@if command -v chromium >/dev/null; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(BROWSER_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	else \
+	    echo "chromium missing and not root: the browser tests will be skipped" \
+	        "(sudo apt-get install $(BROWSER_PACKAGES))"; \
+	fi
+
 # promtool on every rule file, the rule unit tests and the Prometheus configuration
 rules: prometheus-tools
 	@if command -v promtool >/dev/null; then \
@@ -66,13 +83,13 @@ generate: $(VENV)/.installed-dev
 e2e: $(VENV)/.installed-dev prometheus-tools
 	$(BIN)/python -m pytest tests/e2e
 
-test: lint typecheck rules
+test: lint typecheck rules browser
 	$(BIN)/python -m pytest
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/unit monitor
 
-integration: $(VENV)/.installed-dev
+integration: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest tests/integration
 
 bench: $(VENV)/.installed-dev
@@ -81,6 +98,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/http_load.py
+	$(BIN)/python bench/web_view.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,11 +1,13 @@
-"""End-to-end throughput: raw kafka-python consumption vs driftline on the same broker.
+"""End-to-end throughput: each Kafka client raw vs driftline on it, on the same broker.
 
-Produces N prediction events (20 numerical + 5 categorical features) to a fresh topic,
-then, in one run, measures (a) plain kafka-python consuming the topic and (b) driftline's
-service consuming it (decode + windows + drift), each from its first record to its last,
-and prints both rates and their ratio. Not a test: run it with ``make bench``.
+Produces N prediction events (20 numerical + 5 categorical features) to a fresh topic of
+4 partitions, then, in one run of alternating trials, measures (a) plain kafka-python
+consuming the topic, (b) plain confluent-kafka, (c) driftline's service consuming it
+(decode + windows + panes to stage 2) with ``kafka.client: kafka-python`` and (d) with
+``kafka.client: confluent``, each from its first record to its last, and prints the
+rates and the ratios. Not a test: run it with ``make bench``.
 
-    python bench/throughput.py [--events 200000] [--bootstrap-servers H:P]
+    python bench/throughput.py [--events 200000] [--trials 3] [--bootstrap-servers H:P]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from kafka import KafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from raw_consume import raw_consume_rate
+from raw_consume import raw_confluent_rate, raw_consume_rate
 
 from consumers.broker import EmbeddedBroker
 from consumers.loop import ConsumerLoop
@@ -73,12 +75,15 @@ def produce(bootstrap: str, topic: str, n: int, rng: np.random.Generator) -> flo
     return time.perf_counter() - start
 
 
-def bench_config(bootstrap: str, topic: str, reference: Path, group: str) -> DriftlineConfig:
+def bench_config(
+    bootstrap: str, topic: str, reference: Path, group: str, client: str = "kafka-python"
+) -> DriftlineConfig:
     """The benchmarks' service: model ``bench`` on ``topic``, a fresh group named ``group-*``."""
     return DriftlineConfig.model_validate(
         {
             "kafka": {
                 "bootstrap_servers": bootstrap,
+                "client": client,
                 "group_id": f"{group}-{uuid.uuid4().hex[:8]}",
                 "predictions_topic": topic,
                 "dead_letter_topic": topic + ".dlq",
@@ -91,8 +96,10 @@ def bench_config(bootstrap: str, topic: str, reference: Path, group: str) -> Dri
     )
 
 
-def driftline_rate(bootstrap: str, topic: str, n: int, reference: Path) -> tuple[int, float]:
-    config = bench_config(bootstrap, topic, reference, "bench-driftline")
+def driftline_rate(
+    bootstrap: str, topic: str, n: int, reference: Path, client: str = "kafka-python"
+) -> tuple[int, float]:
+    config = bench_config(bootstrap, topic, reference, "bench-driftline", client)
     service = Service(config)
     first: list[float] = []
     decode = service.decoder.decode
@@ -119,13 +126,27 @@ def driftline_rate(bootstrap: str, topic: str, n: int, reference: Path) -> tuple
     return counted, end - first[0]
 
 
+MEASURES = ("raw kafka-python", "raw confluent", "driftline kafka-python", "driftline confluent")
+
+
+def measure(name: str, bootstrap: str, topic: str, n: int, ref: Path) -> tuple[int, float]:
+    if name == "raw kafka-python":
+        return raw_consume_rate(bootstrap, topic, n, LOW_TIMEOUTS)
+    if name == "raw confluent":
+        return raw_confluent_rate(bootstrap, topic, n, LOW_TIMEOUTS)
+    return driftline_rate(bootstrap, topic, n, ref, name.removeprefix("driftline "))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--bootstrap-servers")
-    parser.add_argument("--trials", type=int, default=3, help="alternating raw/driftline runs")
+    parser.add_argument("--trials", type=int, default=3, help="alternating trials of each")
+    parser.add_argument("--only", nargs="*", choices=MEASURES, default=list(MEASURES))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    rates: dict[str, list[float]] = {m: [] for m in args.only}
+    complete = True
     with tempfile.TemporaryDirectory() as tmp:
         broker = None
         bootstrap = args.bootstrap_servers
@@ -135,7 +156,8 @@ def main() -> int:
             bootstrap = broker.bootstrap_servers
         try:
             topic = f"bench-{uuid.uuid4().hex[:8]}"
-            ensure_topics(bootstrap, [topic, topic + ".dlq"])
+            ensure_topics(bootstrap, [topic], partitions=4)
+            ensure_topics(bootstrap, [topic + ".dlq"])
             ref = Path(tmp) / "reference.csv"
             cols = columns(rng, 20_000)
             names = list(cols)
@@ -143,31 +165,33 @@ def main() -> int:
             ref.write_text(",".join(names) + "\n" + "\n".join(",".join(map(str, r)) for r in rows))
             produce_s = produce(bootstrap, topic, args.events, rng)
             print(
-                f"events: {args.events} (20 numerical + 5 categorical features), "
+                f"events: {args.events} (20 numerical + 5 categorical features, 4 partitions), "
                 f"produced in {produce_s:.1f}s; {args.trials} alternating trials"
             )
-            raw_rates, dl_rates, complete = [], [], True
             for trial in range(1, args.trials + 1):
-                raw_n, raw_s = raw_consume_rate(bootstrap, topic, args.events, LOW_TIMEOUTS)
-                dl_n, dl_s = driftline_rate(bootstrap, topic, args.events, ref)
-                complete &= raw_n == args.events and dl_n == args.events
-                raw_rates.append(raw_n / raw_s)
-                dl_rates.append(dl_n / dl_s)
-                print(
-                    f"trial {trial}: raw kafka-python {raw_rates[-1]:>9,.0f} events/s   "
-                    f"driftline end to end {dl_rates[-1]:>9,.0f} events/s   "
-                    f"ratio {dl_rates[-1] / raw_rates[-1]:.2f}"
-                )
+                cells = []
+                for name in args.only:
+                    got, seconds = measure(name, bootstrap, topic, args.events, ref)
+                    complete &= got == args.events
+                    rates[name].append(got / seconds if seconds > 0 else float("nan"))
+                    cells.append(f"{name} {rates[name][-1]:>9,.0f}")
+                print(f"trial {trial}: " + "   ".join(cells) + "  events/s")
         finally:
             if broker is not None:
                 broker.stop()
-    raw_med, dl_med = float(np.median(raw_rates)), float(np.median(dl_rates))
-    ratios = [d / r for d, r in zip(dl_rates, raw_rates, strict=True)]
-    print(f"median: raw {raw_med:,.0f} events/s, driftline {dl_med:,.0f} events/s")
-    print(
-        f"ratio driftline / raw: median {float(np.median(ratios)):.2f} "
-        f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
-    )
+    print("median events/s: " + ", ".join(f"{m} {np.median(r):,.0f}" for m, r in rates.items()))
+    for num, den in (
+        ("driftline kafka-python", "raw kafka-python"),
+        ("driftline confluent", "raw confluent"),
+        ("driftline confluent", "driftline kafka-python"),
+        ("raw confluent", "raw kafka-python"),
+    ):
+        if num in rates and den in rates:
+            ratios = [a / b for a, b in zip(rates[num], rates[den], strict=True)]
+            print(
+                f"ratio {num} / {den}: median {float(np.median(ratios)):.2f} "
+                f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+            )
     return 0 if complete else 1
 
 

@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--bootstrap-servers", help="use this broker instead of the embedded one")
     demo.add_argument("--http-port", type=int, default=0, help="0 picks a free port")
     demo.add_argument("--rate", type=float, default=400.0, help="predictions per second")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the service and its web view up after the scripted part (Ctrl-C stops)",
+    )
 
     replay = sub.add_parser(
         "replay",
@@ -110,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--input", required=True, help="prediction events: .jsonl or .parquet")
     replay.add_argument("--labels", help="ground-truth events: .jsonl or .parquet")
     replay.add_argument("--output", help="JSONL path (default: standard output)")
+    replay.add_argument(
+        "--report", help="also write the whole period as one self-contained HTML page here"
+    )
 
     ref = sub.add_parser("reference", help="reference profiles")
     ref_sub = ref.add_subparsers(dest="reference_command", required=True, metavar="COMMAND")
@@ -176,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bootstrap_servers=args.bootstrap_servers,
                 http_port=args.http_port,
                 rate=args.rate,
+                keep_running=args.keep_running,
             )
         if args.command == "run":
             setup_logging(json_logs=args.log_format == "json")
@@ -252,12 +261,14 @@ def _replay(args: argparse.Namespace) -> int:
     base = Path(args.config).resolve().parent
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
-            summary = replay_files(config, args.input, args.labels, out, base)
+            summary = replay_files(config, args.input, args.labels, out, base, args.report)
     else:
-        summary = replay_files(config, args.input, args.labels, sys.stdout, base)
+        summary = replay_files(config, args.input, args.labels, sys.stdout, base, args.report)
         sys.stdout.flush()
     for line in summary.lines():
         print(f"driftline replay: {line}" if not line.startswith(" ") else line, file=sys.stderr)
+    if args.report:
+        print(f"driftline replay: report written to {args.report}", file=sys.stderr)
     return EXIT_OK
 
 

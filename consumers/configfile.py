@@ -20,6 +20,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from consumers.exceptions import ConsumersError
+from consumers.kafka_client import check_client
+from consumers.librdkafka_config import UnsupportedSettingError
 from monitor.config import DriftlineConfig
 
 __all__ = [
@@ -302,9 +304,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> D
 
 def check_files(config: DriftlineConfig, path: str | Path) -> None:
     """Raise :class:`ConfigError` naming every reference file that cannot be read
-    (key ``models[i].reference.path``); relative paths are read from ``path``'s directory."""
+    (key ``models[i].reference.path``; relative paths are read from ``path``'s directory)
+    and a Kafka client that is not installed or cannot take a ``kafka.consumer`` or
+    ``kafka.producer`` setting."""
     base = Path(path).resolve().parent
     problems = []
+    kafka = config.kafka
+    try:
+        check_client(kafka.client, kafka.consumer, kafka.producer)
+    except UnsupportedSettingError as exc:
+        problems.append((f"kafka.{exc.key}", exc.reason))
     for i, model in enumerate(config.models):
         ref = model.reference.path
         if ref is None:

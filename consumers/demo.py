@@ -11,7 +11,10 @@ the drifted ones and that both accuracies fell (exit code 1 otherwise).
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import signal
 import sys
 import tempfile
 import threading
@@ -20,6 +23,7 @@ from collections import deque
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import numpy as np
@@ -152,7 +156,11 @@ def run_demo(
     http_port: int = 0,
     rate: float = 400.0,
     out: TextIO = sys.stdout,
+    keep_running: bool = False,
 ) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # `kill` stops the demo as Ctrl-C does: the embedded broker is stopped with it
+        signal.signal(signal.SIGTERM, _interrupt)
     rng = np.random.default_rng(7)
     drift_at = 0.4 * duration
     window = max(2.0, float(min(15, int(0.4 * duration))))
@@ -182,7 +190,8 @@ def run_demo(
         stack.callback(http.stop)
         base = f"http://127.0.0.1:{http.port}"
         print(
-            f"driftline serving: metrics {base}/metrics, API {base}/api/v1/models/fraud "
+            f"driftline serving: web view {base}/ , metrics {base}/metrics, "
+            f"API {base}/api/v1/models/fraud "
             f"(window {window:g}s in 1s panes); drift starts at t={drift_at:.0f}s",
             file=out,
         )
@@ -206,9 +215,36 @@ def run_demo(
         code = _summary(before, final, sent, service, out)
         assert service.alerting is not None
         service.alerting.dispatcher.wait_idle(10)
+        code = code if _received(receiver, out) else 1
+        if keep_running:
+            _keep_running(base, logger, service, rng, rate, out)
         service.alerting.close()
-        return code if _received(receiver, out) else 1
+        return code
     return 1  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _keep_running(
+    base: str,
+    logger: PredictionLogger,
+    service: Service,
+    rng: np.random.Generator,
+    rate: float,
+    out: TextIO,
+) -> None:
+    """Keep the drifted traffic and the service going until Ctrl-C, for exploring."""
+    print(
+        f"\nstill running (drifted traffic continues): open {base}/ in a browser; Ctrl-C stops",
+        file=out,
+        flush=True,
+    )
+    try:
+        _serve(logger, service, rng, math.inf, 0.0, rate, io.StringIO())
+    except KeyboardInterrupt:
+        print("stopping", file=out)
 
 
 def _write_csv(path: Path, columns: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BrokerError", "ConsumersError"]
+__all__ = ["BrokerError", "ConsumersError", "KafkaClientError"]
 
 
 class ConsumersError(Exception):
@@ -11,3 +11,7 @@ class ConsumersError(Exception):
 
 class BrokerError(ConsumersError):
     """The embedded broker cannot be found, started or reached."""
+
+
+class KafkaClientError(ConsumersError):
+    """The Kafka client failed: broker unreachable, request refused or timed out."""

@@ -1,4 +1,5 @@
-"""The HTTP endpoints as an ASGI application: /metrics, /healthz, /readyz and the JSON API.
+"""The HTTP endpoints as an ASGI application: the web view (/ and /assets/), /metrics,
+/healthz, /readyz and the JSON API.
 
 Every route answers GET and HEAD (HEAD: the same status and headers, no body); any other
 method is 405. Unknown paths are 404 with a JSON body. With basic auth configured, every
@@ -17,10 +18,11 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CollectorRegistry
 
+from consumers import web_view
 from consumers.basic_auth import BasicAuth, parse_basic
 from consumers.metrics_snapshot import MetricsSnapshot
 
@@ -41,7 +43,9 @@ class ApiSource(Protocol):
 
     def readiness(self) -> tuple[bool, list[str]]: ...
     def models_json(self) -> list[dict[str, Any]]: ...
-    def model_json(self, model: str) -> dict[str, Any] | None: ...
+    def model_json(
+        self, model: str, history_since: float | None = None
+    ) -> dict[str, Any] | None: ...
     def alerts_json(self) -> list[dict[str, Any]]: ...
 
 
@@ -113,22 +117,41 @@ class HttpApp:
             accept = headers.get(b"accept", b"").decode("latin-1")
             body, content_type = await self.metrics.get(accept)
             return _Response(200, body, content_type)
+        if path == "/":
+            return _Response(
+                200, web_view.page(), "text/html; charset=utf-8", cache_control="no-cache"
+            )
+        if path.startswith("/assets/"):
+            name = path.removeprefix("/assets/")
+            if name in web_view.ASSETS:
+                kind = web_view.ASSETS[name]
+                return _Response(200, web_view.asset(name), kind, cache_control="max-age=3600")
         if path == "/healthz":
             return _Response(200, b"ok\n", _TEXT)
         if path == "/readyz":
             ok, reasons = await self._call(self._api.readiness)
             return _json(200 if ok else 503, {"ready": ok, "reasons": reasons})
         if path == "/api/v1/models":
-            return _json(200, {"models": await self._call(self._api.models_json)})
+            return await self._call(lambda: _json(200, {"models": self._api.models_json()}))
         if path == "/api/v1/alerts":
-            return _json(200, {"alerts": await self._call(self._api.alerts_json)})
+            return await self._call(lambda: _json(200, {"alerts": self._api.alerts_json()}))
         if path.startswith("/api/v1/models/"):
             model = unquote(path.removeprefix("/api/v1/models/"))
-            data = await self._call(self._api.model_json, model)
-            if data is None:
-                return _json(404, {"error": f"unknown model {model!r}"})
-            return _json(200, data)
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            given = query.get("history_since", [""])[-1]
+            since = _number(given)
+            if given and since is None:
+                return _json(400, {"error": "history_since: a finite number of epoch seconds"})
+            # built and encoded in a worker: the explanations and the history are the
+            # largest answers served, and the event loop keeps to its CPU share
+            return await self._call(self._model, model, since)
         return _json(404, {"error": "not found", "path": path})
+
+    def _model(self, model: str, since: float | None) -> _Response:
+        data = self._api.model_json(model, since)
+        if data is None:
+            return _json(404, {"error": f"unknown model {model!r}"})
+        return _json(200, data)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._work, fn, *args)
@@ -142,6 +165,19 @@ class HttpApp:
             return True
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._auth_work, self._auth.check, *credentials)
+
+
+def _number(text: str) -> float | None:
+    """A finite number given as a query parameter, or None.
+
+    >>> _number("12.5"), _number(""), _number("nan"), _number("x")
+    (12.5, None, None, None)
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def finite(value: Any) -> Any:

@@ -13,8 +13,9 @@ Failure policy, per kind of failure:
   ``driftline_events_invalid_total``, and its offset committed like any other;
 * the dead-letter topic cannot be written: nothing of the batch is counted or committed;
   the consumer seeks back to the batch start and retries with backoff;
-* broker unavailable or stalled, leader change: kafka-python retries inside ``poll``; the
-  loop keeps serving HTTP, reports ``driftline_kafka_connected 0`` and fails ``/readyz``;
+* broker unavailable or stalled, leader change: the Kafka client retries inside ``poll``;
+  the loop keeps serving HTTP, reports ``driftline_kafka_connected 0`` and fails
+  ``/readyz``;
 * a checkpoint cannot be written: offsets are not committed (a restart reprocesses from
   the last durable checkpoint) and the error is logged; the next interval retries;
 * misconfiguration (bad config, unreadable reference) stops the service at start with
@@ -31,10 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from consumers.checkpoints import (
     CheckpointError,
@@ -48,6 +46,18 @@ from consumers.checkpoints import (
 from consumers.dead_letter_log import DeadLetterLog
 from consumers.decoding import DecodedBatch, GroundTruthBatch, Invalid
 from consumers.exceptions import ConsumersError
+from consumers.kafka_client import (
+    ConsumerClient,
+    Delivery,
+    KafkaClientError,
+    PartitionBatch,
+    ProducerClient,
+    Record,
+    TopicPartition,
+    check_client,
+    new_consumer,
+    new_producer,
+)
 from consumers.pane_records import encode_update
 from consumers.panes_loop import PanesLoop
 from consumers.service import CheckpointInfo, Service
@@ -69,12 +79,15 @@ log = logging.getLogger("driftline.consumer")
 #: how long a checkpoint waits for the panes topic to ack what it covers (seconds)
 PUBLISH_TIMEOUT = 5.0
 
+#: how often assignment, broker health and lag are read from the client (seconds)
+OBSERVE_INTERVAL = 0.25
+
 #: Kafka Connect's header names for dead-letter context.
 HEADER_PREFIX = "__connect.errors."
 
 
 def dead_letter_headers(
-    record: Any, reason: str, message: str, model: str
+    record: Record, reason: str, message: str, model: str
 ) -> list[tuple[str, bytes]]:
     return [
         (HEADER_PREFIX + "topic", record.topic.encode()),
@@ -139,6 +152,7 @@ class ConsumerLoop:
         secrets: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        check_client(kafka.client, kafka.consumer, kafka.producer)  # UnsupportedSettingError
         self.service = service
         service.local = False  # updates travel through the panes topic
         self.kafka = kafka
@@ -148,19 +162,20 @@ class ConsumerLoop:
         self._secrets = dict(secrets or {})
         self.stopped = threading.Event()
         self.batches = 0
-        self._consumer: Any = None
+        self._consumer: ConsumerClient | None = None
         #: next offset to consume per partition, as far as the state reflects it
         self._positions: dict[TopicPartition, int] = {}
         self._last_checkpoint = time.monotonic()
         self._assigned_at = time.monotonic()
-        self._producer: Any = None
+        self._observed = -OBSERVE_INTERVAL
+        self._producer: ProducerClient | None = None
         self.heartbeat_interval = heartbeat_interval(
             checkpoint_interval, service.config.windows.idle_timeout
         )
         self._last_heartbeat = time.monotonic()
         self.dead_letter_log = DeadLetterLog()
         #: pane records sent, not yet known to be durable, and records to send again
-        self._inflight: list[tuple[Any, PaneUpdate]] = []
+        self._inflight: list[tuple[Delivery, PaneUpdate]] = []
         self._retry: list[PaneUpdate] = []
         self.panes = PanesLoop(
             service,
@@ -179,7 +194,7 @@ class ConsumerLoop:
             **security_config(self.kafka, self._secrets),
         }
 
-    def _new_consumer(self) -> Any:
+    def _new_consumer(self) -> ConsumerClient:
         config: dict[str, Any] = {
             **self._client_config(),
             "group_id": self.kafka.group_id,
@@ -191,9 +206,9 @@ class ConsumerLoop:
             "client_id": "driftline",
         }
         config.update(self.kafka.consumer)
-        return KafkaConsumer(**config)
+        return new_consumer(self.kafka.client, config)
 
-    def _new_producer(self) -> Any:
+    def _new_producer(self) -> ProducerClient:
         config: dict[str, Any] = {
             **self._client_config(),
             "acks": "all",
@@ -201,7 +216,7 @@ class ConsumerLoop:
             "client_id": "driftline-dlq",
         }
         config.update(self.kafka.producer)
-        return KafkaProducer(**config)
+        return new_producer(self.kafka.client, config)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -218,27 +233,24 @@ class ConsumerLoop:
         # Both topics must be co-partitioned (same partition count, keyed by event_id, as
         # the PredictionLogger does) so that partition p of each meets in one instance.
         topics = [self.kafka.predictions_topic, self.kafka.ground_truth_topic]
-        consumer.subscribe(topics, listener=_Listener(self))
-        session_s = consumer.config["session_timeout_ms"] / 1000.0
+        consumer.subscribe(topics, self)
         backoff = 0.5
         clean = False
         try:
             while not stop.is_set():
                 try:
-                    polled = consumer.poll(
-                        timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_batch
-                    )
-                except KafkaError as exc:  # broker trouble: keep serving, retry with backoff
+                    polled = consumer.poll(self.kafka.poll_timeout_ms, self.kafka.max_batch)
+                except KafkaClientError as exc:  # broker trouble: keep serving, retry with backoff
                     log.warning("poll failed; retrying", extra={"error": repr(exc)})
                     self.service.kafka_connected = False
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
-                self._observe(consumer, session_s)
+                self._observe(consumer)
                 if polled:
                     try:
                         decoded = self._dead_letter_all(producer, polled)
-                    except KafkaError as exc:
+                    except KafkaClientError as exc:
                         log.error(
                             "dead-letter topic not writable; retrying the batch",
                             extra={
@@ -247,20 +259,21 @@ class ConsumerLoop:
                                 "backoff_s": backoff,
                             },
                         )
-                        for tp, recs in polled.items():
-                            consumer.seek(tp, recs[0].offset)
+                        for batch in polled:
+                            consumer.seek(batch.tp, batch.first_offset)
                         stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
                         continue
                     backoff = 0.5
                     now = self.clock()
-                    for tp, batch in decoded:
-                        self._positions[tp] = polled[tp][-1].offset + 1
+                    for records, events in decoded:
+                        tp = records.tp
+                        self._positions[tp] = records.next_offset
                         version = self._version(tp.partition)
-                        if isinstance(batch, GroundTruthBatch):
-                            self.service.handle_ground_truth(batch, now, tp.partition, version)
+                        if isinstance(events, GroundTruthBatch):
+                            self.service.handle_ground_truth(events, now, tp.partition, version)
                         else:
-                            self._publish(self.service.handle(batch, now, tp.partition, version))
+                            self._publish(self.service.handle(events, now, tp.partition, version))
                     self.batches += 1
                 self.dead_letter_log.flush()
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
@@ -278,7 +291,7 @@ class ConsumerLoop:
             try:
                 # leaving the group revokes the partitions, which publishes through the
                 # producer: close the consumer first
-                consumer.close(autocommit=False)
+                consumer.close()
             finally:
                 producer.close(timeout=5)
                 if self.store is not None:
@@ -319,7 +332,7 @@ class ConsumerLoop:
                 extra={"partitions": counts},
             )
 
-    def _start(self, stop: threading.Event) -> tuple[Any, Any] | None:
+    def _start(self, stop: threading.Event) -> tuple[ConsumerClient, ProducerClient] | None:
         """Consumer and producer, once Kafka answers: until then HTTP keeps serving,
         ``/readyz`` says why, and the attempt is repeated with backoff."""
         backoff = 0.5
@@ -352,11 +365,12 @@ class ConsumerLoop:
         for update in updates:
             pieces = [replace(update, panes=(p,)) for p in update.panes] or [update]
             for piece in pieces:
+                assert self._producer is not None
                 try:
-                    future = self._producer.send(
+                    delivery = self._producer.send(
                         self.kafka.panes_topic,
-                        key=piece.model.encode(),
-                        value=encode_update(piece, self.kafka.group_id),
+                        piece.model.encode(),
+                        encode_update(piece, self.kafka.group_id),
                     )
                 except Exception as exc:  # refused at once: too large, no metadata...
                     self._retry.append(piece)
@@ -365,7 +379,7 @@ class ConsumerLoop:
                         extra={"model": piece.model, "error": repr(exc)},
                     )
                     continue
-                self._inflight.append((future, piece))
+                self._inflight.append((delivery, piece))
 
     def _heartbeat(self) -> None:
         """Watermarks (and changed panes) of the partitions held, not waited for."""
@@ -379,7 +393,8 @@ class ConsumerLoop:
         before a checkpoint says they are counted (raises ``KafkaError`` otherwise).
 
         Records not acked within ``PUBLISH_TIMEOUT`` stay in flight for the next attempt;
-        refused ones are sent again (updates are idempotent)."""
+        refused ones are sent again (updates are idempotent). Raises
+        ``KafkaClientError`` when some are not known to be durable."""
         if self._producer is None:
             return
         retry, self._retry = self._retry, []
@@ -388,25 +403,32 @@ class ConsumerLoop:
         for p in sorted(set(partitions)):
             self._publish(self.service.flush(p, now))
         if self._inflight:
-            self._producer.flush(timeout=PUBLISH_TIMEOUT)  # KafkaTimeoutError: still pending
+            self._producer.flush(PUBLISH_TIMEOUT)  # raises while some are still pending
             inflight, self._inflight = self._inflight, []
-            failed = [(f, piece) for f, piece in inflight if f.failed()]
+            failed = [(d, piece) for d, piece in inflight if d.failed()]
             self._retry += [piece for _, piece in failed]
             if failed:
-                raise KafkaError(f"{len(failed)} pane records refused: {failed[0][0].exception!r}")
+                raise KafkaClientError(
+                    f"{len(failed)} pane records refused: {failed[0][0].error!r}"
+                )
         if self._retry:
-            raise KafkaError(f"{len(self._retry)} pane records could not be sent")
+            raise KafkaClientError(f"{len(self._retry)} pane records could not be sent")
 
-    def _observe(self, consumer: Any, session_s: float) -> None:
-        """Assignment, broker health and lag, for /readyz and /metrics."""
+    def _observe(self, consumer: ConsumerClient) -> None:
+        """Assignment, broker health and lag, for /readyz and /metrics: after a rebalance,
+        otherwise every ``OBSERVE_INTERVAL`` (the client's metrics cost more than a poll)."""
+        if self._observed > self._assigned_at and time.monotonic() - self._observed < (
+            OBSERVE_INTERVAL
+        ):
+            return  # nothing new: no rebalance since, and read a moment ago
+        self._observed = time.monotonic()
         assignment = consumer.assignment()
         self.service.assigned = bool(assignment)
-        metrics = consumer.metrics().get("consumer-coordinator-metrics", {})
-        heartbeat_age = metrics.get("last-heartbeat-seconds-ago", float("inf"))
-        limit = max(2 * session_s, 5.0)
-        if heartbeat_age == float("inf"):  # no heartbeat yet since the assignment
-            heartbeat_age = time.monotonic() - self._assigned_at
-        healthy = 0 <= heartbeat_age < limit
+        contact_age = consumer.contact_age()
+        limit = max(2 * consumer.session_timeout, 5.0)
+        if contact_age == float("inf"):  # no answer yet since the assignment
+            contact_age = time.monotonic() - self._assigned_at
+        healthy = 0 <= contact_age < limit
         self.service.kafka_connected = bool(assignment) and healthy
         lag = {}
         for tp in assignment:
@@ -433,7 +455,7 @@ class ConsumerLoop:
         offsets = dict(positions)
         try:
             self._publish_durably(tp.partition for tp in offsets)
-        except KafkaError as exc:
+        except KafkaClientError as exc:
             self.service.kafka_connected = False
             log.error(
                 "panes topic not writable; no checkpoint, offsets not committed",
@@ -447,10 +469,8 @@ class ConsumerLoop:
             return
         if self._consumer is not None:
             try:
-                self._consumer.commit(
-                    {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-                )
-            except KafkaError as exc:  # the checkpoint is durable: a restart resumes from it
+                self._consumer.commit(offsets)
+            except KafkaClientError as exc:  # the checkpoint is durable: a restart resumes from it
                 log.warning("offset commit failed", extra={"error": repr(exc)})
 
     def _save(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -479,9 +499,12 @@ class ConsumerLoop:
             at=self.clock(), duration=time.perf_counter() - start, size=size
         )
 
-    def restore(self, partitions: Iterable[TopicPartition]) -> None:
+    # -- rebalances: the client calls these while it polls ---------------------------------
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
         """Restore each assigned partition from its newest usable checkpoint and seek to
         its offsets; with none usable, replay the partition from its earliest offset."""
+        assert self._consumer is not None
         self._assigned_at = time.monotonic()
         by_number: dict[int, list[TopicPartition]] = {}
         for tp in partitions:
@@ -494,7 +517,7 @@ class ConsumerLoop:
             if offsets is None:
                 # no state: count everything the topic still holds (a group's committed
                 # offsets without a checkpoint would skip it)
-                self._consumer.seek_to_beginning(*tps)
+                self._consumer.seek_to_beginning(tps)
                 for tp in tps:
                     self._positions.pop(tp, None)
                 level = logging.ERROR if outcome == "rebuilt" else logging.INFO
@@ -507,7 +530,7 @@ class ConsumerLoop:
             for tp in tps:
                 offset = offsets.get(tp.topic)
                 if offset is None:
-                    self._consumer.seek_to_beginning(tp)
+                    self._consumer.seek_to_beginning([tp])
                     continue
                 self._positions[tp] = offset
                 self._consumer.seek(tp, offset)
@@ -551,17 +574,27 @@ class ConsumerLoop:
             return ("restored" if age == 0 else "restored_older"), offsets
         return "rebuilt", None
 
-    def release(self, partitions: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
-        """Checkpoint (when ``save``) and forget partitions; return the offsets to commit."""
+    def revoked(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Checkpoint and forget partitions; return the offsets to commit."""
+        return self._release(partitions, save=True)
+
+    def lost(self, partitions: list[TopicPartition]) -> None:
+        """Forget partitions another member may own already: the last interval's
+        checkpoint stays, which a new owner (or we, when they come back) restores."""
+        self._release(partitions, save=False)
+
+    def _release(
+        self, partitions: list[TopicPartition], *, save: bool
+    ) -> dict[TopicPartition, int]:
         gone = set(partitions)
         mine = {tp: o for tp, o in self._positions.items() if tp in gone}
-        offsets: dict[Any, Any] = {}
+        offsets: dict[TopicPartition, int] = {}
         if save and mine:
             try:
                 self._publish_durably(tp.partition for tp in mine)
                 self._save(mine)
-                offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in mine.items()}
-            except (CheckpointError, KafkaError) as exc:
+                offsets = mine
+            except (CheckpointError, KafkaClientError) as exc:
                 log.error("checkpoint on revocation failed", extra={"error": str(exc)})
         now = self.clock()
         for tp in gone:
@@ -573,65 +606,35 @@ class ConsumerLoop:
     # -- dead letters ------------------------------------------------------------------
 
     def _dead_letter_all(
-        self, producer: Any, polled: Mapping[TopicPartition, list[Any]]
-    ) -> list[tuple[TopicPartition, DecodedBatch | GroundTruthBatch]]:
+        self, producer: ProducerClient, polled: list[PartitionBatch]
+    ) -> list[tuple[PartitionBatch, DecodedBatch | GroundTruthBatch]]:
         """Decode each partition's records; dead-letter the unusable ones, durably."""
-        decoded: list[tuple[TopicPartition, DecodedBatch | GroundTruthBatch]] = []
-        futures = []
-        for tp in sorted(polled, key=_tp_key):
-            records = polled[tp]
-            values = [r.value for r in records]
-            times = [r.timestamp / 1000.0 for r in records]
+        decoded: list[tuple[PartitionBatch, DecodedBatch | GroundTruthBatch]] = []
+        deliveries = []
+        for records in sorted(polled, key=lambda b: b.tp):
             batch: DecodedBatch | GroundTruthBatch
-            if tp.topic == self.kafka.ground_truth_topic:
-                batch = self.service.ground_truth_decoder.decode(values, times, now=self.clock())
+            if records.tp.topic == self.kafka.ground_truth_topic:
+                decoder = self.service.ground_truth_decoder
+                batch = decoder.decode(records.values, records.times, now=self.clock())
             else:
-                batch = self.service.decoder.decode(values, times, now=self.clock())
-            decoded.append((tp, batch))
+                batch = self.service.decoder.decode(records.values, records.times, now=self.clock())
+            decoded.append((records, batch))
             for inv in batch.invalid:
-                futures.append(self._send_dead_letter(producer, records[inv.index], inv))
-        if futures:
-            producer.flush(timeout=30)
-            for f in futures:
-                f.get(timeout=30)  # raises the KafkaError of a failed send
+                deliveries.append(self._send_dead_letter(producer, records.record(inv.index), inv))
+        if deliveries:
+            producer.flush(30.0)
+            failed = [d for d in deliveries if d.failed() or not d.done()]
+            if failed:
+                raise KafkaClientError(f"dead letter not delivered: {failed[0].error!r}")
         return decoded
 
-    def _send_dead_letter(self, producer: Any, record: Any, inv: Invalid) -> Any:
+    def _send_dead_letter(self, producer: ProducerClient, record: Record, inv: Invalid) -> Delivery:
         self.dead_letter_log.record(
             inv.model, inv.reason, record.topic, record.partition, record.offset, inv.message
         )
         return producer.send(
             self.kafka.dead_letter_topic,
-            key=record.key,
-            value=record.value,
-            headers=dead_letter_headers(record, inv.reason, inv.message, inv.model),
+            record.key,
+            record.value,
+            dead_letter_headers(record, inv.reason, inv.message, inv.model),
         )
-
-
-class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
-    """Runs on kafka-python's IO loop: no blocking consumer calls in here."""
-
-    def __init__(self, loop: ConsumerLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        offsets = self.loop.release(revoked, save=True)
-        if offsets:
-            try:
-                # the async form of commit(); the blocking one cannot run on the IO loop
-                coordinator = self.loop._consumer._coordinator
-                await coordinator._commit_offsets_sync_async(offsets)
-            except Exception as exc:  # the next owner restores the checkpoint anyway
-                log.warning("commit on revocation failed", extra={"error": str(exc)})
-
-    async def on_partitions_lost(self, lost: Any) -> None:
-        # Another member may own these already: keep the last interval's checkpoint, which
-        # a new owner (or we, when they come back) restores and replays from.
-        self.loop.release(lost, save=False)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.loop.restore(assigned)
-
-
-def _tp_key(tp: TopicPartition) -> tuple[str, int]:
-    return (tp.topic, tp.partition)

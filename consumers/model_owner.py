@@ -20,6 +20,7 @@ from typing import Any
 from consumers.checkpoints import RestoreError
 from consumers.model_specs import ModelSpec
 from monitor.evaluation import ModelEvaluation
+from monitor.evaluation_history import EvaluationHistory, evaluation_point
 from monitor.pane_merge import PaneMerge, PaneUpdate
 from monitor.panes import PaneCounts
 
@@ -34,6 +35,9 @@ class _Merged:
     fingerprint: str
     profile: Mapping[str, Any] | None = None  # a stream-built reference, as plain data
     evaluation: ModelEvaluation | None = None
+    #: recent evaluations for the web view's charts; not checkpointed: after a restore or
+    #: a hand-over it starts again from the restored window's evaluation
+    history: EvaluationHistory = field(default_factory=EvaluationHistory)
 
     @property
     def model_version(self) -> Any:
@@ -200,6 +204,7 @@ class ModelOwner:
         m.evaluation = evaluator.evaluate_window(
             window, now, m.merge.watermark, m.merge.window_range()
         )
+        m.history.add(evaluation_point(m.evaluation))
         if self.on_evaluation is not None:
             self.on_evaluation(m.evaluation)
 
@@ -255,6 +260,14 @@ class ModelOwner:
             for name, m in owned.models.items()
             if m.evaluation is not None
         }
+
+    def history(self, model: str) -> list[Mapping[str, Any]]:
+        """Recent evaluation points of ``model``, oldest first (empty when not owned here)."""
+        for owned in self.units.values():
+            m = owned.models.get(model)
+            if m is not None:
+                return m.history.points()
+        return []
 
     def unit_of(self, model: str) -> int | None:
         for u, owned in self.units.items():

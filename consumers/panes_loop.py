@@ -16,17 +16,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
-
 from consumers.checkpoints import (
     CheckpointError,
     CheckpointStore,
     RestoreError,
     decode_checkpoint,
     encode_checkpoint,
+)
+from consumers.kafka_client import (
+    ConsumerClient,
+    KafkaClientError,
+    PartitionBatch,
+    TopicPartition,
+    new_consumer,
 )
 from consumers.pane_records import decode_update
 from consumers.service import Service
@@ -36,6 +38,10 @@ from monitor.pane_merge import PaneUpdate
 __all__ = ["PanesLoop"]
 
 log = logging.getLogger("driftline.stage2")
+
+#: pane records per poll (kafka-python's default): each can start an evaluation, and the
+#: loop must poll again within the group's max_poll_interval_ms
+PANES_BATCH = 500
 
 #: how often idle partitions are re-examined (seconds, wall clock)
 TICK_SECONDS = 1.0
@@ -65,14 +71,14 @@ class PanesLoop:
         self.clock = clock
         self._client_config = client_config
         self.group_id = f"{kafka.group_id}.panes"
-        self._consumer: Any = None
+        self._consumer: ConsumerClient | None = None
         self._positions: dict[TopicPartition, int] = {}
         self.records = 0
         #: records refused (other format, corrupt) and from other deployments
         self.rejected = 0
         self.foreign = 0
 
-    def _new_consumer(self) -> Any:
+    def _new_consumer(self) -> ConsumerClient:
         config: dict[str, Any] = {
             **self._client_config(),
             "group_id": self.group_id,
@@ -81,7 +87,7 @@ class PanesLoop:
             "client_id": "driftline-stage2",
         }
         config.update(self.kafka.consumer)
-        return KafkaConsumer(**config)
+        return new_consumer(self.kafka.client, config)
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.5
@@ -89,7 +95,7 @@ class PanesLoop:
             try:
                 self._run(stop)
                 return
-            except KafkaError as exc:  # broker unreachable: keep trying, as stage 1 does
+            except KafkaClientError as exc:  # broker unreachable: keep trying, as stage 1 does
                 log.warning("stage 2 cannot reach Kafka; retrying", extra={"error": repr(exc)})
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -100,7 +106,7 @@ class PanesLoop:
 
     def _run(self, stop: threading.Event) -> None:
         consumer = self._consumer = self._new_consumer()
-        consumer.subscribe([self.kafka.panes_topic], listener=_Listener(self))
+        consumer.subscribe([self.kafka.panes_topic], self)
         last_checkpoint = last_tick = started = time.monotonic()
         backoff = 0.5
         warned = False
@@ -115,18 +121,18 @@ class PanesLoop:
                             UNASSIGNED_WARNING_SECONDS,
                         )
                 try:
-                    polled = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms)
-                except KafkaError as exc:
+                    polled = consumer.poll(self.kafka.poll_timeout_ms, PANES_BATCH)
+                except KafkaClientError as exc:
                     log.warning("panes poll failed; retrying", extra={"error": repr(exc)})
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 0.5
                 now = self.clock()
-                for tp in sorted(polled, key=lambda t: t.partition):
-                    records = polled[tp]
+                for records in sorted(polled, key=lambda b: b.tp.partition):
+                    tp = records.tp
                     updates = self._decode(records)
-                    self._positions[tp] = records[-1].offset + 1
+                    self._positions[tp] = records.next_offset
                     self.records += len(records)
                     if updates and self._guarded(
                         self.service.apply_panes, tp.partition, updates, now
@@ -142,7 +148,7 @@ class PanesLoop:
                     self._checkpoint(list(self._positions))
         finally:
             self._checkpoint(list(self._positions))
-            consumer.close(autocommit=False)
+            consumer.close()
 
     @staticmethod
     def _guarded(call: Callable[..., Any], *args: Any) -> Any:
@@ -154,17 +160,21 @@ class PanesLoop:
             log.exception("stage-2 step failed", extra={"step": getattr(call, "__name__", "")})
             return None
 
-    def _decode(self, records: Iterable[Any]) -> list[PaneUpdate]:
+    def _decode(self, records: PartitionBatch) -> list[PaneUpdate]:
         updates = []
-        for r in records:
+        for i, value in enumerate(records.values):
             try:
-                source, update = decode_update(r.value or b"")
+                source, update = decode_update(value or b"")
             except Exception as exc:  # PaneRecordError, or anything a hostile peer finds
                 self.rejected += 1
                 if self.rejected == 1 or self.rejected % 1000 == 0:
                     log.warning(
                         "pane record ignored",
-                        extra={"offset": r.offset, "error": str(exc), "ignored": self.rejected},
+                        extra={
+                            "offset": records.first_offset + i,
+                            "error": str(exc),
+                            "ignored": self.rejected,
+                        },
                     )
                 continue
             if source != self.kafka.group_id:
@@ -201,13 +211,15 @@ class PanesLoop:
                 return False
         if commit and self._consumer is not None:
             try:
-                commit_offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-                self._consumer.commit(commit_offsets)
-            except KafkaError as exc:
+                self._consumer.commit(offsets)
+            except KafkaClientError as exc:
                 log.warning("panes offset commit failed", extra={"error": repr(exc)})
         return True
 
-    def restore(self, assigned: Iterable[TopicPartition]) -> None:
+    # -- rebalances: the client calls these while it polls ---------------------------------
+
+    def assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self._consumer is not None
         for tp in sorted(assigned, key=lambda t: t.partition):
             try:
                 blob = self.store.load(self._key(tp.partition)) if self.store else None
@@ -237,38 +249,21 @@ class PanesLoop:
         idempotent, so replaying what was merged before changes nothing)."""
         self.service.drop_unit(tp.partition)
         self._positions.pop(tp, None)
-        self._consumer.seek_to_beginning(tp)
+        assert self._consumer is not None
+        self._consumer.seek_to_beginning([tp])
 
-    def release(self, revoked: Iterable[TopicPartition], *, save: bool) -> dict[Any, Any]:
+    def revoked(self, revoked: list[TopicPartition]) -> dict[TopicPartition, int]:
         gone = set(revoked)
-        offsets: dict[Any, Any] = {}
-        if save and self._checkpoint(gone, commit=False):
-            offsets = {
-                tp: OffsetAndMetadata(o, "", -1) for tp, o in self._positions.items() if tp in gone
-            }
+        offsets: dict[TopicPartition, int] = {}
+        if self._checkpoint(gone, commit=False):
+            offsets = {tp: o for tp, o in self._positions.items() if tp in gone}
+        self._drop(gone)
+        return offsets
+
+    def lost(self, lost: list[TopicPartition]) -> None:
+        self._drop(set(lost))
+
+    def _drop(self, gone: set[TopicPartition]) -> None:
         for tp in gone:
             self._positions.pop(tp, None)
             self.service.drop_unit(tp.partition)
-        return offsets
-
-
-class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
-    """Runs on kafka-python's IO loop: no blocking consumer calls in here."""
-
-    def __init__(self, loop: PanesLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        offsets = self.loop.release(revoked, save=True)
-        if offsets:
-            try:
-                coordinator = self.loop._consumer._coordinator
-                await coordinator._commit_offsets_sync_async(offsets)
-            except Exception as exc:  # the next owner restores the checkpoint anyway
-                log.warning("panes commit on revocation failed", extra={"error": str(exc)})
-
-    async def on_partitions_lost(self, lost: Any) -> None:
-        self.loop.release(lost, save=False)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.loop.restore(assigned)

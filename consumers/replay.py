@@ -41,12 +41,15 @@ from alerts.formats import rfc3339
 from alerts.rules import RuleEngine
 from consumers.exceptions import ConsumersError
 from consumers.exporter import evaluation_samples
+from consumers.http_app import finite
 from consumers.loop import heartbeat_interval
 from consumers.panes_loop import TICK_SECONDS
+from consumers.replay_report import ReplayReport, alert_line
 from consumers.service import LOCAL_UNIT, Service
 from monitor.arrival_clock import arrival_times
 from monitor.config import DriftlineConfig
 from monitor.evaluation import ModelEvaluation
+from monitor.explain import TOP_BINS
 from monitor.pane_merge import PaneUpdate
 from monitor.window_log import AlertChange, LoggedWindow, WindowLog
 
@@ -349,7 +352,8 @@ def _number(value: float | None) -> float | None:
 
 def window_line(logged: LoggedWindow) -> dict[str, Any]:
     """One logged window as a line of replay output (each feature's ``threshold`` is the
-    one its evaluation decided with)."""
+    one its evaluation decided with; ``verdict`` names the rule that decided, ``why`` holds
+    the reference and window summaries and the bins that moved the score most)."""
     ev = logged.evaluation
     features = {}
     for f in ev.features:
@@ -360,6 +364,10 @@ def window_line(logged: LoggedWindow) -> dict[str, Any]:
             "threshold": _number(f.threshold),
             "n": f.events,
             "drifted": f.drifted,
+            "threshold_kind": f.threshold_kind,
+            "min_effect": f.min_effect,
+            "verdict": finite(f.verdict()),
+            "why": finite(f.why(top=TOP_BINS)),
         }
     return {
         "model": ev.model,
@@ -370,16 +378,7 @@ def window_line(logged: LoggedWindow) -> dict[str, Any]:
         "drifted_features_ratio": _number(ev.drifted_features_ratio),
         "performance": {k: _number(v) for k, v in sorted(ev.performance.items())},
         "performance_estimated": {k: _number(v) for k, v in sorted(ev.estimated.items())},
-        "alerts": [
-            {
-                "alert": a.alert,
-                "state": a.state,
-                "at": rfc3339(a.at),
-                "value": _number(a.value),
-                "labels": dict(a.labels),
-            }
-            for a in logged.alerts
-        ],
+        "alerts": [alert_line(a) for a in logged.alerts],
     }
 
 
@@ -389,13 +388,25 @@ def replay_files(
     labels: str | Path | None,
     out: TextIO,
     base_dir: Path | None = None,
+    report: str | Path | None = None,
 ) -> ReplaySummary:
     """Replay a predictions file (and a labels file) with ``config``; one JSON line per
-    window to ``out``."""
+    window to ``out``, and with ``report`` the whole period as one HTML file there."""
+    collected = ReplayReport()
 
     def emit(logged: LoggedWindow) -> None:
         out.write(json.dumps(window_line(logged), allow_nan=False) + "\n")
+        if report is not None:
+            collected.add(logged)
 
     replay = Replay(config, emit, base_dir=base_dir)
     label_records = read_records(labels) if labels is not None else iter(())
-    return replay.run(merged(read_records(predictions), label_records))
+    summary = replay.run(merged(read_records(predictions), label_records))
+    if report is not None:
+        tasks = {name: spec.settings.task for name, spec in replay.service.specs.items()}
+        html = collected.html(tasks, summary.start, summary.end)
+        try:
+            Path(report).write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise ConsumersError(f"cannot write {report}: {exc.strerror or exc}") from exc
+    return summary

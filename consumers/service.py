@@ -15,6 +15,7 @@ stage 1 to stage 2 (``local=True``): the same merge either way, only the transpo
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ from consumers.model_specs import (
 from consumers.partitions import InputPartitions
 from monitor.config import DriftlineConfig
 from monitor.evaluation import ModelEvaluation
+from monitor.evaluation_history import MAX_BYTES, MAX_POINTS
 from monitor.model_state import WindowSpec
 from monitor.pane_merge import PaneUpdate
 from monitor.schema import FeatureSpec
@@ -372,7 +374,9 @@ class Service:
                 )
         return out
 
-    def model_json(self, model: str) -> dict[str, Any] | None:
+    def model_json(self, model: str, history_since: float | None = None) -> dict[str, Any] | None:
+        """The model's state, newest evaluation with its explanation, and recent evaluation
+        points (with ``history_since``, only those of windows ending at or after it)."""
         with self._lock:
             spec = self.specs.get(model)
             if spec is None:
@@ -391,7 +395,7 @@ class Service:
                 "window_events": ev.window_events if ev else None,
                 "partitions": self.inputs.partitions,
                 "reference": None,
-                "evaluation": _readable(ev.to_dict()) if ev else None,
+                "evaluation": None,
                 "schema": {"unexpected_features": dict(self.inputs.extra_features[model])},
             }
             if spec.profile is not None:
@@ -406,7 +410,14 @@ class Service:
                     "collecting": spec.stream_reference.collected,
                     "of": spec.stream_reference.target,
                 }
-            return data
+            history = self.owner.history(model)
+        if history_since is not None:
+            history = [p for p in history if (p["window_end"] or -math.inf) >= history_since]
+        # the explanation is computed outside the lock: the evaluation is immutable
+        data["evaluation"] = _readable(ev.to_dict()) if ev else None
+        data["history"] = history
+        data["history_limit"] = {"points": MAX_POINTS, "bytes": MAX_BYTES}
+        return data
 
     def alerts_json(self) -> list[dict[str, Any]]:
         if self.alerting is None:

@@ -120,6 +120,8 @@ class _Settings(BaseModel):
 
 class KafkaSettings(_Settings):
     bootstrap_servers: str = "localhost:9092"
+    #: the Kafka client of the consumer loops; confluent (librdkafka) is an install extra
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
     group_id: str = "driftline"
     predictions_topic: str = "driftline.predictions"
     ground_truth_topic: str = "driftline.ground-truth"
@@ -129,7 +131,8 @@ class KafkaSettings(_Settings):
     #: partitions of the predictions topic when `driftline run` creates it (the
     #: ground-truth and panes topics get as many as the predictions topic has)
     partitions: int = Field(6, ge=1, le=10_000)
-    #: passed to the Kafka client as is
+    #: client settings in kafka-python's names, whichever the client (librdkafka's own
+    #: names, with dots, also reach the confluent client)
     consumer: dict[str, Any] = Field(default_factory=dict)
     producer: dict[str, Any] = Field(default_factory=dict)
     sasl_password_env: EnvName | None = None

@@ -35,6 +35,7 @@ __all__ = [
     "DISTANCES",
     "EPSILON",
     "METHODS",
+    "SQUARED",
     "TESTS",
     "DriftScore",
     "chisquare",
@@ -47,7 +48,9 @@ __all__ = [
     "psi",
     "rows",
     "smoothed_proportions",
+    "terms",
     "wasserstein",
+    "wasserstein_terms",
 ]
 
 EPSILON: float = 1e-4
@@ -56,6 +59,8 @@ EPSILON: float = 1e-4
 DISTANCES: tuple[str, ...] = ("psi", "kl", "jensenshannon", "hellinger", "wasserstein")
 TESTS: tuple[str, ...] = ("ks", "chisquare")
 METHODS: tuple[str, ...] = DISTANCES + TESTS
+#: distances whose per-bin :func:`terms` add up to their square
+SQUARED: tuple[str, ...] = ("jensenshannon", "hellinger")
 
 #: the smallest score that counts as drift however significant it is, so that a window of
 #: 100 000 events does not alarm on a negligible move. Each is about half the score of the
@@ -127,34 +132,92 @@ def _smoothed_rows(counts: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+def terms(method: str, ref: NDArray[np.float64], cur: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-bin terms of ``method`` for each row pair of two count matrices (last axis: bins),
+    with no validation: the one place these formulas are written. :func:`rows` reduces
+    them to the statistic, and the explanation of a verdict reads them bin by bin.
+
+    The terms add up to the statistic for ``psi``, ``kl`` and ``chisquare``, to the square
+    of the distance for ``jensenshannon`` (the divergence, in bits) and ``hellinger``; for
+    ``ks`` they are each bin's ``|F_ref - F_cur|`` at its upper edge, whose maximum is
+    ``D``. ``chisquare``'s terms are the 2 x k table's ``(O - E)^2 / E`` summed over the
+    two rows, 0 for a bin empty on both sides.
+
+    >>> ref, cur = np.array([50.0, 50.0]), np.array([90.0, 10.0])
+    >>> terms("psi", ref, cur).round(6).tolist()
+    [0.235115, 0.643775]
+    >>> round(float(terms("chisquare", ref, cur).sum()), 6)  # 2 x 2 table: (O - E)^2 / E
+    38.095238
+    """
+    return _scaled(method, _raw_terms(method, ref, cur))
+
+
+def _scaled(method: str, x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """A method's constant factor, applied to its terms or (in :func:`rows`) to their sum."""
+    if method == "jensenshannon":
+        out: NDArray[np.float64] = x / (2 * math.log(2))
+        return out
+    if method == "hellinger":
+        return 0.5 * x
+    return x
+
+
+def _raw_terms(
+    method: str, ref: NDArray[np.float64], cur: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    if method == "ks":
+        r = np.cumsum(ref, axis=-1) / ref.sum(axis=-1, keepdims=True)
+        c = np.cumsum(cur, axis=-1) / cur.sum(axis=-1, keepdims=True)
+        gaps: NDArray[np.float64] = np.abs(r - c)
+        return gaps
+    if method == "chisquare":
+        observed = np.stack([ref, cur], axis=-2)
+        expected = (
+            observed.sum(axis=-1, keepdims=True)
+            * observed.sum(axis=-2, keepdims=True)
+            / observed.sum(axis=(-2, -1), keepdims=True)
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cells = np.where(expected > 0, (observed - expected) ** 2 / expected, 0.0)
+        chi: NDArray[np.float64] = cells.sum(axis=-2)
+        return chi
+    p, q = _smoothed_rows(ref), _smoothed_rows(cur)
+    if method == "psi":
+        out: NDArray[np.float64] = (q - p) * np.log(q / p)
+    elif method == "kl":
+        out = q * np.log(q / p)
+    elif method == "jensenshannon":
+        m = (p + q) / 2
+        out = p * np.log(p / m) + q * np.log(q / m)
+    elif method == "hellinger":
+        out = (np.sqrt(p) - np.sqrt(q)) ** 2
+    else:
+        raise ValueError(f"{method!r} has no per-bin terms")
+    return out
+
+
 def rows(method: str, ref: NDArray[np.float64], cur: NDArray[np.float64]) -> NDArray[np.float64]:
     """A distance (``psi``, ``kl``, ``jensenshannon``, ``hellinger``) or KS's ``D`` of each
-    row pair of two count matrices (last axis: bins), with no validation: the one place
-    these formulas are written, used by the scalar functions and by the null simulation.
+    row pair of two count matrices (last axis: bins), with no validation: the
+    :func:`terms` of each row reduced, used by the scalar functions and by the null
+    simulation.
 
     >>> ref, cur = np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([[90.0, 10.0], [50.0, 50.0]])
     >>> rows("psi", ref, cur).round(6).tolist()
     [0.87889, 0.0]
     """
-    if method == "ks":
-        r = np.cumsum(ref, axis=-1) / ref.sum(axis=-1, keepdims=True)
-        c = np.cumsum(cur, axis=-1) / cur.sum(axis=-1, keepdims=True)
-        d: NDArray[np.float64] = np.max(np.abs(r - c), axis=-1)
-        return d
-    p, q = _smoothed_rows(ref), _smoothed_rows(cur)
-    if method == "psi":
-        out: NDArray[np.float64] = np.sum((q - p) * np.log(q / p), axis=-1)
-    elif method == "kl":
-        out = np.sum(q * np.log(q / p), axis=-1)
-    elif method == "jensenshannon":
-        m = (p + q) / 2
-        divergence = np.sum(p * np.log(p / m) + q * np.log(q / m), axis=-1) / (2 * math.log(2))
-        # Rounding can push a near-zero divergence just below 0.
-        out = np.sqrt(np.maximum(divergence, 0.0))
-    elif method == "hellinger":
-        out = np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=-1))
-    else:
+    if method not in ("ks", *SQUARED, "psi", "kl"):
         raise ValueError(f"{method!r} has no row form")
+    t = _raw_terms(method, ref, cur)
+    if method == "ks":
+        d: NDArray[np.float64] = np.max(t, axis=-1)
+        return d
+    total = _scaled(method, np.sum(t, axis=-1))
+    if method in SQUARED:
+        # Rounding can push a near-zero divergence just below 0.
+        root: NDArray[np.float64] = np.sqrt(np.maximum(total, 0.0))
+        return root
+    out: NDArray[np.float64] = total
     return out
 
 
@@ -235,17 +298,51 @@ def wasserstein(
     3.0
     """
     r, c = _pair(ref, cur)
+    _, areas = _w1_areas(r, c, ref_points, cur_points)
+    distance = float(np.sum(areas))
+    if math.isfinite(ref_std) and ref_std > 0:
+        return distance / ref_std
+    return distance
+
+
+def _w1_areas(
+    r: NDArray[np.float64], c: NDArray[np.float64], ref_points: ArrayLike, cur_points: ArrayLike
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """``|F_ref - F_cur|`` times the gap to the next support point, for each support point
+    of either side in increasing order, and the bin each point belongs to: the one place
+    the Wasserstein integral is written."""
     r_at, r_mass = _support(r, ref_points, "ref_points")
     c_at, c_mass = _support(c, cur_points, "cur_points")
     at = np.concatenate([r_at, c_at])
+    bins = np.concatenate([np.flatnonzero(r > 0), np.flatnonzero(c > 0)])
     order = np.argsort(at, kind="stable")
     # Each CDF is a step function that only moves at its own support points.
     r_cdf = np.cumsum(np.concatenate([r_mass, np.zeros_like(c_mass)])[order])
     c_cdf = np.cumsum(np.concatenate([np.zeros_like(r_mass), c_mass])[order])
-    distance = float(np.sum(np.abs(r_cdf - c_cdf)[:-1] * np.diff(at[order])))
+    areas: NDArray[np.float64] = np.abs(r_cdf - c_cdf)[:-1] * np.diff(at[order])
+    return bins[order][:-1], areas
+
+
+def wasserstein_terms(
+    ref: ArrayLike,
+    cur: ArrayLike,
+    ref_points: ArrayLike,
+    cur_points: ArrayLike,
+    ref_std: float,
+) -> NDArray[np.float64]:
+    """:func:`wasserstein` split by bin: the area between the two CDFs from each bin's
+    point to the next support point, over ``ref_std``; the terms add up to the distance.
+
+    >>> points = [0.0, 1.0, 3.0]
+    >>> wasserstein_terms([2, 1, 1], [1, 1, 2], points, points, ref_std=1.0).tolist()
+    [0.25, 0.5, 0.0]
+    """
+    r, c = _pair(ref, cur)
+    bins, areas = _w1_areas(r, c, ref_points, cur_points)
+    out = np.bincount(bins, weights=areas, minlength=r.size).astype(np.float64)
     if math.isfinite(ref_std) and ref_std > 0:
-        return distance / ref_std
-    return distance
+        return out / ref_std
+    return out
 
 
 def ks(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
@@ -287,12 +384,10 @@ def chisquare(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
     (20.0, 8e-06)
     """
     r, c = _pair(ref, cur)
-    observed = np.stack([r, c])[:, (r + c) > 0]
-    bins = observed.shape[1]
+    bins = int(np.count_nonzero((r + c) > 0))
     if bins < 2:
         return 0.0, 1.0
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
-    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    statistic = float(np.sum(terms("chisquare", r, c)))
     return statistic, float(stats.chi2.sf(statistic, bins - 1))
 
 

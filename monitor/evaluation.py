@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from monitor.drift import DEFAULT_MIN_EFFECT, DriftScore
+from monitor.explain import explain, verdict_rule
+from monitor.reference import FeatureProfile
 from monitor.repeated import alpha_for_runs
 
 __all__ = ["DriftPolicy", "FeatureEvaluation", "MethodChoice", "ModelEvaluation"]
@@ -103,6 +108,15 @@ class FeatureEvaluation:
     min_effect: float = 0.0
     #: how the threshold was set: "calibrated", "fixed" or "alpha" (a test's p-value)
     threshold_kind: str = "fixed"
+    #: the fewest values of the feature a window needs for a verdict
+    min_events: int = 0
+    #: the reference and the window's value-bin counts and sums, which the explanation of
+    #: the verdict reads (see :mod:`monitor.explain`); not part of equality
+    profile: FeatureProfile | None = field(default=None, compare=False, repr=False)
+    window_counts: NDArray[np.int64] | None = field(default=None, compare=False, repr=False)
+    window_sums: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
+    #: the explanation, computed once (readers poll the same evaluation many times)
+    _why: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def decision(self) -> DriftScore | None:
@@ -110,6 +124,47 @@ class FeatureEvaluation:
             if s.method == self.method:
                 return s
         return None
+
+    @property
+    def rule(self) -> str:
+        """The rule that settled the verdict (see :func:`monitor.explain.verdict_rule`)."""
+        return verdict_rule(
+            self.decision,
+            self.drifted,
+            self.threshold,
+            self.min_effect,
+            self.events,
+            self.min_events,
+        )
+
+    def verdict(self) -> dict[str, Any]:
+        """The verdict with the threshold and the rule that decided it."""
+        return {
+            "drifted": self.drifted,
+            "rule": self.rule,
+            "threshold": self.threshold,
+            "threshold_kind": self.threshold_kind,
+            "compared": "pvalue" if self.threshold_kind == "alpha" else "score",
+            "min_effect": self.min_effect,
+            "min_events": self.min_events,
+            "values": self.events,
+        }
+
+    def why(self, top: int | None = None) -> dict[str, Any] | None:
+        """Reference vs window summaries and the bins that moved the score most (with
+        every chart bin, unless ``top`` limits the output to the top bins); None for an
+        evaluation built without its counts."""
+        if self.profile is None or self.window_counts is None or self.window_sums is None:
+            return None
+        if not self._why:
+            self._why.update(
+                explain(self.profile, self.method, self.window_counts, self.window_sums)
+            )
+        out = dict(self._why)
+        if top is not None:
+            del out["bins"]
+            out["top_bins"] = out["top_bins"][:top]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         decision = self.decision
@@ -124,6 +179,8 @@ class FeatureEvaluation:
             "pvalue": decision.pvalue if decision else None,
             "drifted": self.drifted,
             "scores": {s.method: {"score": s.score, "pvalue": s.pvalue} for s in self.scores},
+            "verdict": self.verdict(),
+            "why": self.why(),
             "quality": {
                 "missing_ratio": self.missing_ratio,
                 "type_mismatch_ratio": self.type_mismatch_ratio,

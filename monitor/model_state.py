@@ -571,6 +571,10 @@ class ModelMonitor:
             nonfinite_ratio=ratio(int(window.counts[fs.quality("nonfinite")])),
             out_of_range_ratio=ratio(int(window.counts[fs.quality("out_of_range")])),
             new_category_ratio=ratio(new),
+            min_events=self.policy.min_events,
+            profile=fp,
+            window_counts=window.counts[fs.values].copy(),
+            window_sums=window.sums[fs.values].copy(),
         )
 
 

@@ -9,6 +9,7 @@ or expiring one from a window is one vector addition or subtraction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -72,9 +73,10 @@ class CountLayout:
             start = self.prediction.end
         self.size = start
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Names the bins and quality rules: panes of equal fingerprints add up."""
+        """Names the bins, quality rules and KPIs: panes of equal fingerprints add up
+        (computed once: every pane update carries it, and the profile's bins never change)."""
         parts: list[object] = [self.profile.to_dict(), self.range_margin]
         if self.accumulators:  # panes of other KPIs do not add up
             parts.append(self.accumulators)

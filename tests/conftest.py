@@ -13,6 +13,9 @@ Fixtures:
 - ``make_topic(partitions=1)``: creates a topic with a unique name and returns the name;
   the topics are deleted after the test.
 - ``make_group()``: a unique consumer group id.
+- ``kafka_client``: ``kafka.client`` for the test's service, ``"kafka-python"`` then
+  ``"confluent"``: a test that asks for it runs once on each client (the confluent run
+  is skipped when confluent-kafka is not installed).
 - ``consumer_config(**overrides)``: kafka-python consumer settings with short group
   timeouts. The embedded broker holds a group's first JoinGroup for the whole
   ``max_poll_interval_ms``, so every consumer in the tests should start from these.
@@ -139,3 +142,11 @@ def make_group(request: pytest.FixtureRequest) -> Callable[[], str]:
 def consumer_config() -> Callable[..., dict[str, Any]]:
     """``consumer_config(**overrides) -> kwargs``: short group timeouts for test consumers."""
     return low_timeout_consumer_config
+
+
+@pytest.fixture(params=["kafka-python", "confluent"])
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """``kafka.client`` of the test's service; the test runs on each client."""
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka")
+    return str(request.param)

@@ -40,11 +40,14 @@ def reference(tmp_path: Path) -> Path:
     return path
 
 
-def make_service(tmp_path, bootstrap, topic, dlq, group, consumer_config, producer=None):
+def make_service(
+    tmp_path, bootstrap, topic, dlq, group, consumer_config, producer=None, client="kafka-python"
+):
     config = DriftlineConfig.model_validate(
         {
             "kafka": {
                 "bootstrap_servers": bootstrap,
+                "client": client,
                 "group_id": group,
                 "predictions_topic": topic,
                 "dead_letter_topic": dlq,
@@ -159,7 +162,7 @@ def quality_problems(now: float) -> list[bytes]:
 )
 @given(data=st.data())
 def test_fuzzed_records_are_all_accounted_for(
-    data, tmp_path_factory, kafka_bootstrap, make_topic, make_group, consumer_config
+    data, tmp_path_factory, kafka_bootstrap, make_topic, make_group, consumer_config, kafka_client
 ):
     tmp_path = tmp_path_factory.mktemp("fuzz")
     now = time.time()
@@ -180,7 +183,7 @@ def test_fuzzed_records_are_all_accounted_for(
     producer.close()
 
     service, stop, thread = make_service(
-        tmp_path, kafka_bootstrap, topic, dlq, make_group(), consumer_config
+        tmp_path, kafka_bootstrap, topic, dlq, make_group(), consumer_config, client=kafka_client
     )
     http = HttpServer("127.0.0.1", 0, service.registry, service)
     http.start()
@@ -243,20 +246,28 @@ def test_fuzzed_records_are_all_accounted_for(
 
 
 def test_unwritable_dead_letter_topic_blocks_the_commit(
-    tmp_path, kafka_bootstrap, make_topic, make_group, consumer_config
+    tmp_path, kafka_bootstrap, make_topic, make_group, consumer_config, kafka_client
 ):
     now = time.time()
     topic, dlq, group = make_topic(), make_topic(), make_group()
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for i in range(10):
         producer.send(topic, enc(valid_event(i, now)))
-    producer.send(topic, b"not json " + b"x" * 500)
+    producer.send(topic, b"not json " + b"x" * 2000)
     producer.flush()
     producer.close()
 
-    # a dead-letter producer that cannot send this record (it is over its request size)
+    # a dead-letter producer that cannot send this record (it is over its request size;
+    # 1000 bytes is librdkafka's least)
     service, stop, thread = make_service(
-        tmp_path, kafka_bootstrap, topic, dlq, group, consumer_config, {"max_request_size": 200}
+        tmp_path,
+        kafka_bootstrap,
+        topic,
+        dlq,
+        group,
+        consumer_config,
+        {"max_request_size": 1000},
+        client=kafka_client,
     )
     time.sleep(8)
     assert thread.is_alive()
@@ -270,7 +281,7 @@ def test_unwritable_dead_letter_topic_blocks_the_commit(
 
     # with a working dead-letter topic, the same group resumes and accounts for all 11
     service, stop, thread = make_service(
-        tmp_path, kafka_bootstrap, topic, dlq, group, consumer_config
+        tmp_path, kafka_bootstrap, topic, dlq, group, consumer_config, client=kafka_client
     )
     try:
         deadline = time.time() + 30

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import http.client
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from idle_service import idle_service
 from prometheus_client import Counter, Gauge
 from prometheus_client.metrics_core import Metric
 
+from consumers import web_view
 from consumers.http import HttpServer
 from consumers.service import Service
 
@@ -37,6 +39,9 @@ ROUTES = [
     "/api/v1/models/fraud",
     "/api/v1/models/nope",
     "/api/v1/alerts",
+    "/",
+    "/assets/view.js",
+    "/assets/nope.js",
     "/elsewhere",
 ]
 
@@ -79,6 +84,11 @@ def test_routes_answer_as_before(service: Service) -> None:
         assert [m["model"] for m in r.json()["models"]] == ["fraud"]
         r = c.get("/api/v1/models/fraud")
         assert (r.status_code, r.json()["model"]) == (200, "fraud")
+        r = c.get("/api/v1/models/fraud?history_since=abc")
+        assert (r.status_code, r.json()["error"]) == (
+            400,
+            "history_since: a finite number of epoch seconds",
+        )
         r = c.get("/api/v1/models/a%2Fb%20c")  # URL-decoded
         assert (r.status_code, r.json()) == (404, {"error": "unknown model 'a/b c'"})
         r = c.get("/api/v1/alerts")
@@ -86,6 +96,26 @@ def test_routes_answer_as_before(service: Service) -> None:
         r = c.get("/elsewhere?x=1")
         assert (r.status_code, r.json()) == (404, {"error": "not found", "path": "/elsewhere"})
         assert r.headers["content-type"] == "application/json"
+
+
+def test_the_web_view_and_its_assets_are_served(service: Service) -> None:
+    with serving(service) as server, httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
+        page = c.get("/")
+        assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
+        assert page.headers["cache-control"] == "no-cache"
+        for name, kind in web_view.ASSETS.items():
+            r = c.get(f"/assets/{name}")
+            assert (r.status_code, r.headers["content-type"]) == (200, kind), name
+            assert r.content == web_view.asset(name)
+            assert r.headers["cache-control"] == "max-age=3600"
+        # every asset the page links is served; nothing else under /assets/ is
+        linked = re.findall(r'(?:href|src)="(assets/[^"]+)"', page.text)
+        assert len(linked) == 4
+        assert all(c.get("/" + path).status_code == 200 for path in linked)
+        assert c.get("/assets/index.html").status_code == 404
+        assert c.get("/assets/../pyproject.toml").status_code == 404
+        r = c.get("/api/v1/models/fraud")
+        assert r.json()["history"] == []  # nothing evaluated yet
 
 
 def test_head_has_the_headers_of_get_and_no_body(service: Service) -> None:

@@ -286,6 +286,15 @@ def test_three_instances_export_exactly_what_one_instance_exports(
         three = settled(ports, len(preds))
         exporters = [i for i, s in enumerate(three) if model_series(s)]
         assert len(exporters) == 1, [len(model_series(s)) for s in three]
+        # the web view's history is kept where the model is evaluated, and only there
+        for i, port in enumerate(ports):
+            url = f"http://127.0.0.1:{port}/api/v1/models/m"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                data = json.load(r)
+            if i in exporters:
+                assert data["history"][-1]["window_end"] == data["evaluation"]["window"]["end"]
+            else:
+                assert (data["evaluation"], data["history"]) == (None, [])
         time.sleep(3)  # anything sent twice would have arrived by now
         assert receiver.paths == {"/alerts": 1, "/retrain": 1}
     finally:
