@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,11 +230,17 @@ def retraining_request(
     if request_id is None:
         digest = hashlib.sha256(f"{model}\n{reason}\n{requested_at!r}".encode()).hexdigest()
         request_id = f"rt_{digest[:24]}"
+    segments = sorted({a.labels["segment"] for a in alerts if a.labels.get("segment")})
+    versions = sorted({a.labels["model_version"] for a in alerts if a.labels.get("model_version")})
     return {
         "type": "retraining.requested",
         "id": request_id,
         "model": model,
-        "model_version": model_version,
+        # the version whose series fired wins over the one the model serves
+        "model_version": versions[0] if len(versions) == 1 else model_version,
+        # the slice whose alert triggered it: ``None`` for the whole model or several
+        "segment": segments[0] if len(segments) == 1 else None,
+        "segments": segments,
         "reason": reason,
         "alerts": [alert_item(a, external_url=external_url) for a in alerts],
         "requested_at": rfc3339(requested_at),
@@ -243,6 +250,9 @@ def retraining_request(
 def retraining_http_request(target: RetrainingTarget, request: Mapping[str, Any]) -> HttpRequest:
     """The HTTP request that asks ``target`` to retrain, without the bearer token of
     ``target.token_env`` (its destination adds it when sending)."""
+    if target.type == "vertex":
+        return _vertex_request(target, request)
+    assert target.url is not None  # required by the settings for every other type
     base = target.url.rstrip("/")
     headers: dict[str, str] = {}
     if target.type == "airflow":
@@ -266,6 +276,7 @@ def retraining_http_request(target: RetrainingTarget, request: Mapping[str, Any]
                 "parameters": {
                     "model": request["model"],
                     "model_version": request["model_version"] or "",
+                    "segment": request.get("segment") or "",
                     "reason": request["reason"],
                     "request_id": request["id"],
                     "request": json.dumps(request, separators=(",", ":")),
@@ -274,3 +285,39 @@ def retraining_http_request(target: RetrainingTarget, request: Mapping[str, Any]
         }
         return json_request(f"{base}/apis/v2beta1/runs", body, headers=headers)
     return json_request(target.url, dict(request), headers=headers)
+
+
+def _vertex_request(target: RetrainingTarget, request: Mapping[str, Any]) -> HttpRequest:
+    """A Vertex AI Pipelines ``pipelineJobs.create``: a run of the compiled pipeline at
+    ``template_uri`` whose parameters say what to retrain and why. The job id is derived
+    from the request id, so a retry of a request that did get through is a 409 (already
+    exists), not a second run."""
+    base = (target.url or f"https://{target.region}-aiplatform.googleapis.com").rstrip("/")
+    job_id = "driftline-" + re.sub(r"[^a-z0-9-]", "-", str(request["id"]).lower())[:118]
+    runtime: dict[str, Any] = {
+        "parameterValues": {
+            "model": request["model"],
+            "model_version": request["model_version"] or "",
+            "segment": request.get("segment") or "",
+            "reason": request["reason"],
+            "request_id": request["id"],
+            "request": json.dumps(request, separators=(",", ":")),
+        }
+    }
+    if target.pipeline_root:
+        runtime["gcsOutputDirectory"] = target.pipeline_root
+    body: dict[str, Any] = {
+        "displayName": f"driftline retraining of {request['model']}"[:128],
+        "templateUri": target.template_uri,
+        "runtimeConfig": runtime,
+        "labels": {"driftline-model": _gcp_label(str(request["model"]))},
+    }
+    if target.service_account:
+        body["serviceAccount"] = target.service_account
+    path = f"/v1/projects/{target.project}/locations/{target.region}/pipelineJobs"
+    return json_request(f"{base}{path}?pipelineJobId={job_id}", body)
+
+
+def _gcp_label(value: str) -> str:
+    """A Google Cloud label value: lowercase letters, digits, ``_`` and ``-``, 63 at most."""
+    return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]

@@ -153,7 +153,8 @@ class RuleEngine:
         compare = _OPS[rule.op]
         holding: dict[str, tuple[dict[str, str], float]] = {}
         for labels, value in series:
-            if any(labels.get(k) != v for k, v in rule.match.items()):
+            # an empty matcher matches an absent label, as in PromQL ({segment=""})
+            if any(labels.get(k, "") != v for k, v in rule.match.items()):
                 continue
             if not compare(value, rule.threshold):
                 continue

@@ -155,6 +155,7 @@ class _Rows:
     latency: list[float | None] = field(default_factory=list)
     features: list[tuple[Any, ...]] = field(default_factory=list)
     flags: list[tuple[int, int, int]] = field(default_factory=list)  # (row, feature, flag)
+    tags: list[dict[str, str] | None] = field(default_factory=list)
 
     def add_typed(self, start: int, events: list[Any], record_times: Sequence[float]) -> None:
         """Append typed events: one comprehension per field, no loop per feature."""
@@ -170,6 +171,7 @@ class _Rows:
         self.prediction.extend([e.prediction for e in events])
         self.latency.extend([e.latency_ms for e in events])
         self.features.extend(map(msgspec.structs.astuple, [e.features for e in events]))
+        self.tags.extend([e.tags for e in events])
 
 
 class BatchDecoder:
@@ -186,7 +188,10 @@ class BatchDecoder:
         max_id_length: int = 256,
         max_features: int = 1000,
         max_category_length: int = 1024,
+        tags: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``tags`` names, per model, the event tags its batches keep (those it is sliced
+        by); other tags are checked and dropped."""
         if extra_features not in ("allow", "count", "reject"):
             raise ValueError(f"extra_features must be allow, count or reject: {extra_features!r}")
         self.max_record_bytes = max_record_bytes
@@ -196,6 +201,7 @@ class BatchDecoder:
         self.max_future = max_future
         self.max_age = max_age
         self.extra_features = extra_features
+        self.tags = {model: tuple(names) for model, names in (tags or {}).items()}
         self._codecs: dict[str, _ModelCodec | None] = {}
         for model, specs in schemas.items():
             self.set_schema(model, specs)
@@ -247,12 +253,14 @@ class BatchDecoder:
         for model, r in rows.items():
             model_codec = self._codecs[model]
             assert model_codec is not None
-            out.batches[model] = self._check_times(
-                model, _columns(model, model_codec, r), r.index, now, out
-            )
+            batch = _columns(model, model_codec, r)
+            batch.tags = _tag_columns(self.tags.get(model, ()), r.tags)
+            out.batches[model] = self._check_times(model, batch, r.index, now, out)
         for model, raw in raw_rows.items():
             index = [row[6] for row in raw]
-            out.batches[model] = self._check_times(model, _raw_columns(model, raw), index, now, out)
+            batch = _raw_columns(model, raw)
+            batch.tags = _tag_columns(self.tags.get(model, ()), [row[7] for row in raw])
+            out.batches[model] = self._check_times(model, batch, index, now, out)
         for model in [m for m, b in out.batches.items() if len(b) == 0]:
             del out.batches[model]
         out.invalid.sort(key=lambda inv: inv.index)
@@ -385,7 +393,7 @@ class BatchDecoder:
                     for k, v in features.items()
                 }
             raw_rows.setdefault(model, []).append(
-                (event_id, version, t, prediction, latency, features, i)
+                (event_id, version, t, prediction, latency, features, i, data.get("tags"))
             )
             return None
         extra = [name for name in features if name not in codec.index]
@@ -414,6 +422,7 @@ class BatchDecoder:
         r.prediction.append(prediction)
         r.latency.append(latency)
         r.features.append(tuple(values_out))
+        r.tags.append(data.get("tags"))
         return codec
 
 
@@ -564,6 +573,18 @@ def _columns(model: str, codec: _ModelCodec, r: _Rows) -> EventBatch:
         latency_ms=np.array(r.latency, dtype=np.float64),
         flags=flags,
     )
+
+
+def _tag_columns(
+    names: Sequence[str], tags: list[dict[str, str] | None]
+) -> dict[str, NDArray[np.object_]]:
+    """Object columns of the tags ``names`` (``None`` where an event lacks one)."""
+    out: dict[str, NDArray[np.object_]] = {}
+    for name in names:
+        col = np.empty(len(tags), dtype=object)
+        col[:] = [t.get(name) if t else None for t in tags]
+        out[name] = col
+    return out
 
 
 def _raw_columns(model: str, raw: list[tuple[Any, ...]]) -> EventBatch:

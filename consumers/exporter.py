@@ -14,6 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from monitor.evaluation import ModelEvaluation
 from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS
@@ -317,39 +318,79 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
         labels=["model"],
         unit="seconds",
     )
-    for model, ev in sorted(evaluations.items()):
-        last.add_metric([model], ev.evaluated_at)
-        window.add_metric([model], ev.window_events)
+    traffic = GaugeMetricFamily(
+        "driftline_segment_traffic_ratio",
+        "A segment's share of the events of the model's live window",
+        labels=["model", "segment"],
+    )
+    reference_share = GaugeMetricFamily(
+        "driftline_segment_reference_ratio",
+        "A segment's share of the model's reference rows",
+        labels=["model", "segment"],
+    )
+    mix = GaugeMetricFamily(
+        "driftline_segment_mix_drift_score",
+        "Jensen-Shannon distance of the window's traffic across a field's segments from the"
+        " reference's",
+        labels=["model", "segment_field", "method"],
+    )
+
+    kpi = GaugeMetricFamily(
+        "driftline_kpi", "A business KPI of the model's live window", labels=["model", "kpi"]
+    )
+
+    def add(family: Metric, labels: dict[str, str], value: float) -> None:
+        family.samples.append(Sample(family.name, labels, value, None))
+
+    def export(base: dict[str, str], ev: ModelEvaluation) -> None:
+        add(last, base, ev.evaluated_at)
+        add(window, base, ev.window_events)
         r = ev.drifted_features_ratio
         if r is not None:
-            ratio.add_metric([model], r)
+            add(ratio, base, r)
         for f in ev.features:
-            labels = [model, f.name]
+            labels = {**base, "feature": f.name}
             for s in f.scores:
-                score.add_metric([*labels, s.method], s.score)
+                add(score, {**labels, "method": s.method}, s.score)
                 if s.pvalue is not None:
-                    pvalue.add_metric([*labels, s.method], s.pvalue)
-            threshold.add_metric([*labels, f.method], f.threshold)
+                    add(pvalue, {**labels, "method": s.method}, s.pvalue)
+            add(threshold, {**labels, "method": f.method}, f.threshold)
             if f.drifted is not None:
-                drifted.add_metric(labels, 1.0 if f.drifted else 0.0)
+                add(drifted, labels, 1.0 if f.drifted else 0.0)
             if ev.window_events:
-                missing.add_metric(labels, f.missing_ratio)
-                mismatch.add_metric(labels, f.type_mismatch_ratio)
-                nonfinite.add_metric(labels, f.nonfinite_ratio)
-                out_of_range.add_metric(labels, f.out_of_range_ratio)
+                add(missing, labels, f.missing_ratio)
+                add(mismatch, labels, f.type_mismatch_ratio)
+                add(nonfinite, labels, f.nonfinite_ratio)
+                add(out_of_range, labels, f.out_of_range_ratio)
                 if f.kind == "categorical":
-                    new_category.add_metric(labels, f.new_category_ratio)
+                    add(new_category, labels, f.new_category_ratio)
         for s in ev.prediction:
-            prediction.add_metric([model, s.method], s.score)
+            add(prediction, {**base, "method": s.method}, s.score)
         for metric, value in sorted(ev.performance.items()):
-            performance.add_metric([model, metric], value)
+            add(performance, {**base, "metric": metric}, value)
         for metric, value in sorted(ev.estimated.items()):
-            estimated.add_metric([model, metric], value)
+            add(estimated, {**base, "metric": metric}, value)
         if ev.label_coverage is not None:
-            coverage.add_metric([model], ev.label_coverage)
+            add(coverage, base, ev.label_coverage)
+        for name, value in sorted(ev.kpis.items()):
+            add(kpi, {**base, "kpi": name}, value)
+
+    for model, ev in sorted(evaluations.items()):
+        export({"model": model}, ev)
+        # a segment's series are the model's with a ``segment`` label (top K + other)
+        for name, seg in ev.segments.items():
+            export({"model": model, "segment": name}, seg)
+            labels = {"model": model, "segment": name}
+            if ev.window_events:
+                add(traffic, labels, seg.window_events / ev.window_events)
+            if seg.reference_share is not None:
+                add(reference_share, labels, seg.reference_share)
+        for field_name, s in ev.segment_mix.items():
+            add(mix, {"model": model, "segment_field": field_name, "method": s.method}, s.score)
     yield from (score, pvalue, threshold, drifted, ratio, missing, mismatch, nonfinite)
     yield from (out_of_range, new_category)
     yield prediction
     yield from (performance, estimated, coverage)
     yield last
     yield window
+    yield from (traffic, reference_share, mix, kpi)

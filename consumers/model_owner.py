@@ -156,7 +156,7 @@ class ModelOwner:
         evaluator = self.specs[update.model].evaluator(m.fingerprint, m.profile)
         if evaluator is None:
             return False
-        size, extra = evaluator.layout.size, evaluator.extra_size
+        size, extra = evaluator.pane_size, evaluator.extra_size
         for _, p in update.panes:
             if p.counts.shape != (size,) or p.sums.shape != (size,) or p.extra.shape != (extra,):
                 self._reject("malformed", update, "pane vectors do not fit the layout")
@@ -199,7 +199,7 @@ class ModelOwner:
         evaluator = self.specs[name].evaluator(m.fingerprint, m.profile)
         if evaluator is None:
             return
-        size, extra = evaluator.layout.size, evaluator.extra_size
+        size, extra = evaluator.pane_size, evaluator.extra_size
         window = m.merge.window(lambda: PaneCounts.zeros(size, extra))
         m.evaluation = evaluator.evaluate_window(
             window, now, m.merge.watermark, m.merge.window_range()
@@ -237,7 +237,7 @@ class ModelOwner:
                 if evaluator is None:
                     raise RestoreError(f"model {name}: merged against another reference")
                 merge = PaneMerge(self.pane, self.size_panes, self.idle_timeout)
-                merge.restore(data["merge"], evaluator.layout.size, evaluator.extra_size)
+                merge.restore(data["merge"], evaluator.pane_size, evaluator.extra_size)
                 models[name] = _Merged(merge, fingerprint, profile)
         except RestoreError:
             raise

@@ -16,25 +16,34 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from consumers.reference_files import read_columns, read_profile
 from monitor.binning import CategoricalBins
 from monitor.config import ModelSettings
 from monitor.evaluation import DriftPolicy, MethodChoice
+from monitor.exceptions import ReferenceError
+from monitor.kpis import Kpi, KpiSet
+from monitor.labels import normalize_label, normalize_labels
 from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.panes import CountLayout
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
+from monitor.segments import SegmentOptions
 from monitor.stream_reference import StreamReference
 
 __all__ = [
     "ModelSpec",
     "accumulators_of",
     "driftline_version",
+    "kpis_of",
     "load_reference",
     "options_of",
     "policy_of",
     "positive_label_of",
+    "segment_options_of",
     "specs_of",
 ]
 
@@ -137,6 +146,12 @@ def load_reference(settings: ModelSettings, base_dir: Path | None = None) -> Ref
         profile = read_profile(path)
         if profile.model != settings.name:
             log.warning("profile %s was built for model %r", path, profile.model)
+        if settings.segments and profile.segments is None:
+            raise ReferenceError(
+                f"{path}: the profile holds no segments but the model is sliced by "
+                f"{', '.join(settings.segments)} (rebuild it with `driftline reference build "
+                "--config`, or point reference.path at the reference data)"
+            )
         return profile
     return profile_of_columns(settings, read_columns(path))
 
@@ -146,7 +161,7 @@ def profile_of_columns(settings: ModelSettings, columns: Mapping[str, Any]) -> R
     prediction_kind = (
         FeatureKind.CATEGORICAL if settings.task == "multiclass_classification" else None
     )
-    return build_profile(
+    profile = build_profile(
         settings.name,
         columns,
         specs_of(settings),
@@ -154,6 +169,45 @@ def profile_of_columns(settings: ModelSettings, columns: Mapping[str, Any]) -> R
         prediction_kind=prediction_kind,
         positive_label=positive_label_of(settings),
     )
+    cut = segment_options_of(settings)
+    if cut is None:
+        return profile
+    return cut.apply(profile, {k: np.asarray(v) for k, v in columns.items()})
+
+
+def segment_options_of(settings: ModelSettings) -> SegmentOptions | None:
+    """How the model is segmented; ``None`` without ``segments``."""
+    if not settings.segments:
+        return None
+    s = settings.segmenting
+    return SegmentOptions(
+        tuple(settings.segments), s.top_k, s.reference == "slice", s.min_reference_events
+    )
+
+
+def kpis_of(settings: ModelSettings, profile: ReferenceProfile) -> KpiSet | None:
+    """The model's KPIs; a prediction is positive at ``decision_threshold`` (its score) or
+    when its class is the positive label."""
+    if not settings.kpis:
+        return None
+    positive = normalize_label(positive_label_of(settings) or "1")
+    threshold = settings.decision_threshold
+
+    def is_positive(score: NDArray[np.float64], label: NDArray[np.object_]) -> NDArray[np.bool_]:
+        by_class = normalize_labels(label) == positive
+        return np.where(np.isfinite(score), score >= threshold, by_class)
+
+    def is_true(y_true: NDArray[np.object_]) -> NDArray[np.bool_]:
+        return np.asarray(normalize_labels(y_true) == positive, dtype=bool)
+
+    kpis = {
+        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"), k.where.get("label"))
+        for name, k in settings.kpis.items()
+    }
+    try:
+        return KpiSet.of(profile, kpis, is_positive, is_true)
+    except ValueError as exc:
+        raise ReferenceError(f"model {settings.name}: {exc}") from exc
 
 
 class ModelSpec:
@@ -189,6 +243,7 @@ class ModelSpec:
                 settings.reference.from_stream.events,
                 specs_of(settings),
                 options_of(settings),
+                segment_options_of(settings),
             )
 
     @property
@@ -197,7 +252,10 @@ class ModelSpec:
 
     def set_profile(self, profile: ReferenceProfile) -> None:
         self.profile = profile
-        self.fingerprint = CountLayout(profile, self.settings.quality.range_margin).fingerprint
+        kpis = kpis_of(self.settings, profile)
+        self.fingerprint = CountLayout(
+            profile, self.settings.quality.range_margin, kpis.key if kpis is not None else ""
+        ).fingerprint
         if positive_label_of(self.settings) is None or profile.prediction is None:
             return
         if profile.score_calibration is None:
@@ -224,6 +282,7 @@ class ModelSpec:
             range_margin=self.settings.quality.range_margin,
             performance=performance,
             expected=expected,
+            kpis=kpis_of(self.settings, profile),
         )
 
     def evaluator(self, fingerprint: str, profile: Mapping[str, Any] | None) -> ModelMonitor | None:

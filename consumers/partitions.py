@@ -153,7 +153,14 @@ class InputPartitions:
                     extra={"model": name, "partition": partition, "seconds": round(jump, 3)},
                 )
             joined = slot.join.add_predictions(
-                batch.event_id, batch.event_time, batch.score, batch.label, batch.model_version, now
+                batch.event_id,
+                batch.event_time,
+                batch.score,
+                batch.label,
+                batch.model_version,
+                now,
+                segment=monitor.segment_cells(batch),
+                kpi=monitor.kpi_values(batch),
             )
             if len(joined):
                 self._add_joined(name, monitor, joined)

@@ -98,6 +98,7 @@ class Service:
             max_id_length=v.max_id_length,
             max_features=v.max_features,
             max_category_length=v.max_category_length,
+            tags={name: _tags_of(spec.settings.segments) for name, spec in self.specs.items()},
         )
         self.ground_truth_decoder = GroundTruthDecoder(
             self.specs,
@@ -439,3 +440,8 @@ def _readable(evaluation: dict[str, Any]) -> dict[str, Any]:
     w["start_time"] = rfc3339(w["start"]) if w["start"] is not None else None
     w["end_time"] = rfc3339(w["end"]) if w["end"] is not None else None
     return evaluation
+
+
+def _tags_of(fields: list[str]) -> tuple[str, ...]:
+    """The event tags a model's segment fields name."""
+    return tuple(f.removeprefix("tags.") for f in fields if f.startswith("tags."))

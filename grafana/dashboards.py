@@ -101,6 +101,7 @@ def panel_queries(model: str = "fraud", rate_interval: str = "1m") -> list[tuple
                 expr: str = target.expr  # type: ignore[attr-defined]
                 expr = expr.replace("$__rate_interval", rate_interval)
                 expr = re.sub(r"\$\{model\}|\$model\b", model, expr)
+                expr = expr.replace("$segment", "")  # "All": the whole model (=~"")
                 out.append((str(board.title), str(panel.title), expr))
     return out
 

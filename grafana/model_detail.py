@@ -24,9 +24,11 @@ __all__ = ["model_detail"]
 def model_detail() -> Dashboard:
     """One model, chosen with the ``model`` variable."""
     sel = 'model="$model"'
+    # the model's evaluation series: the whole model ("All") or one segment
+    esel = 'model="$model",segment=~"$segment"'
     deciding = (
-        f"driftline_feature_drift_score{{{sel}}} "
-        f"and on (model, feature, method) driftline_feature_drift_threshold{{{sel}}}"
+        f"driftline_feature_drift_score{{{esel}}} "
+        f"and on (model, feature, method) driftline_feature_drift_threshold{{{esel}}}"
     )
     return (
         dashboard(
@@ -42,6 +44,18 @@ def model_detail() -> Dashboard:
             .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(dm.VariableSort.ALPHABETICAL_ASC)
         )
+        .with_variable(
+            QueryVariable("segment")
+            .label("Segment (All: the whole model)")
+            .description("A segment of the model (field=value), or All for the whole model.")
+            .datasource(PROMETHEUS)
+            .query('label_values(driftline_segment_traffic_ratio{model="$model"}, segment)')
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+            .include_all(True)
+            # series without a segment label are the whole model's
+            .all_value("^$")
+        )
         .with_row(Row("Drift"))
         .with_panel(
             timeseries(
@@ -51,7 +65,7 @@ def model_detail() -> Dashboard:
                 "none",
                 query(f"sum by (feature, method) ({deciding})", "{{feature}} ({{method}})"),
                 query(
-                    f"sum by (feature, method) (driftline_feature_drift_threshold{{{sel}}})",
+                    f"sum by (feature, method) (driftline_feature_drift_threshold{{{esel}}})",
                     "threshold {{feature}} ({{method}})",
                     "B",
                 ),
@@ -70,7 +84,7 @@ def model_detail() -> Dashboard:
             _features_table(
                 "Features now",
                 "Current verdict, deciding score and threshold, and data quality per feature.",
-                sel,
+                esel,
                 deciding,
             )
         )
@@ -81,7 +95,7 @@ def model_detail() -> Dashboard:
                 "opinions of drift.*.report); scales differ by method.",
                 "none",
                 query(
-                    f"sum by (feature, method) (driftline_feature_drift_score{{{sel}}})",
+                    f"sum by (feature, method) (driftline_feature_drift_score{{{esel}}})",
                     "{{feature}} {{method}}",
                 ),
             )
@@ -92,7 +106,7 @@ def model_detail() -> Dashboard:
                 "p-values of the test methods (ks, chisquare); below 0.05 is significant.",
                 "none",
                 query(
-                    f"sum by (feature, method) (driftline_feature_drift_pvalue{{{sel}}})",
+                    f"sum by (feature, method) (driftline_feature_drift_pvalue{{{esel}}})",
                     "{{feature}} {{method}}",
                 ),
                 steps=thresholds(("red", None), ("green", 0.05)),
@@ -104,7 +118,9 @@ def model_detail() -> Dashboard:
                 "Prediction drift",
                 "Drift of the model's output against the reference predictions.",
                 "none",
-                query(f"sum by (method) (driftline_prediction_drift_score{{{sel}}})", "{{method}}"),
+                query(
+                    f"sum by (method) (driftline_prediction_drift_score{{{esel}}})", "{{method}}"
+                ),
                 steps=thresholds(OK, ("red", DRIFT_THRESHOLD)),
             )
         )
@@ -115,7 +131,7 @@ def model_detail() -> Dashboard:
                 "Share of the window's events without the feature (absent or null).",
                 "percentunit",
                 query(
-                    f"sum by (feature) (driftline_feature_missing_ratio{{{sel}}})", "{{feature}}"
+                    f"sum by (feature) (driftline_feature_missing_ratio{{{esel}}})", "{{feature}}"
                 ),
                 maximum=1,
             )
@@ -127,7 +143,7 @@ def model_detail() -> Dashboard:
                 "reference range.",
                 "percentunit",
                 query(
-                    f"sum by (feature) (driftline_feature_out_of_range_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_out_of_range_ratio{{{esel}}})",
                     "{{feature}}",
                 ),
                 maximum=1,
@@ -139,7 +155,7 @@ def model_detail() -> Dashboard:
                 "Share of the window's values of categorical features unseen in the reference.",
                 "percentunit",
                 query(
-                    f"sum by (feature) (driftline_feature_new_category_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_new_category_ratio{{{esel}}})",
                     "{{feature}}",
                 ),
                 maximum=1,
@@ -151,11 +167,11 @@ def model_detail() -> Dashboard:
                 "Share of the window's values of the wrong type, and of NaN or infinity.",
                 "percentunit",
                 query(
-                    f"sum by (feature) (driftline_feature_type_mismatch_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_type_mismatch_ratio{{{esel}}})",
                     "{{feature}} wrong type",
                 ),
                 query(
-                    f"sum by (feature) (driftline_feature_nonfinite_ratio{{{sel}}})",
+                    f"sum by (feature) (driftline_feature_nonfinite_ratio{{{esel}}})",
                     "{{feature}} non-finite",
                     "B",
                 ),
@@ -228,7 +244,7 @@ def model_detail() -> Dashboard:
                 "Label coverage",
                 "Share of the window's predictions that have a ground-truth label.",
                 "percentunit",
-                query(f"sum(driftline_label_coverage_ratio{{{sel}}})", "coverage"),
+                query(f"sum(driftline_label_coverage_ratio{{{esel}}})", "coverage"),
                 maximum=1,
             )
         )
@@ -239,16 +255,70 @@ def model_detail() -> Dashboard:
                 "Each metric from ground-truth labels (realized) and estimated without them.",
                 "none",
                 query(
-                    f"sum by (metric) (driftline_model_performance{{{sel}}})",
+                    f"sum by (metric) (driftline_model_performance{{{esel}}})",
                     "{{metric}} realized",
                 ),
                 query(
-                    f"sum by (metric) (driftline_model_performance_estimated{{{sel}}})",
+                    f"sum by (metric) (driftline_model_performance_estimated{{{esel}}})",
                     "{{metric}} estimated",
                     "B",
                 ),
                 minimum=None,
                 span=24,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Business KPIs",
+                "The model's KPIs (kpis: in its configuration) on the live window.",
+                "none",
+                query(f"sum by (kpi) (driftline_kpi{{{esel}}})", "{{kpi}}"),
+                minimum=None,
+                span=24,
+            )
+        )
+        .with_row(Row("Segments"))
+        .with_panel(
+            timeseries(
+                "Segment traffic vs reference",
+                "Each segment's share of the live window's events (solid) and of the reference"
+                " rows (dashed): a shift of traffic between segments is drift of its own.",
+                "percentunit",
+                query(
+                    f"sum by (segment) (driftline_segment_traffic_ratio{{{sel}}})",
+                    "{{segment}}",
+                ),
+                query(
+                    f"sum by (segment) (driftline_segment_reference_ratio{{{sel}}})",
+                    "reference {{segment}}",
+                    "B",
+                ),
+                maximum=1,
+            ).override_by_query(
+                "B",
+                [
+                    dm.DynamicConfigValue(
+                        id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Drifted features per segment",
+                "Share of the features that drifted in each segment's window, and the"
+                " Jensen-Shannon distance of each segment field's traffic mix from the reference.",
+                "percentunit",
+                query(
+                    f'sum by (segment) (driftline_drifted_features_ratio{{{sel},segment!=""}})',
+                    "{{segment}}",
+                ),
+                query(
+                    f"sum by (segment_field) (driftline_segment_mix_drift_score{{{sel}}})",
+                    "mix {{segment_field}}",
+                    "B",
+                ),
+                maximum=1,
             )
         )
     )

@@ -82,7 +82,7 @@ def overview() -> Dashboard:
                 "Share of each model's features that drifted in the live window; the dashed "
                 "line is the DriftlineDatasetDrift alert threshold.",
                 "percentunit",
-                query("sum by (model) (driftline_drifted_features_ratio)", m),
+                query('sum by (model) (driftline_drifted_features_ratio{segment=""})', m),
                 steps=thresholds(OK, ("red", DATASET_DRIFT_SHARE)),
                 maximum=1,
             )
@@ -92,7 +92,7 @@ def overview() -> Dashboard:
                 "Drifted features",
                 "Features drifted now, per model.",
                 "short",
-                query("sum by (model) (driftline_feature_drifted)", m),
+                query('sum by (model) (driftline_feature_drifted{segment=""})', m),
                 steps=thresholds(OK, ("red", 1)),
             )
         )
@@ -101,7 +101,11 @@ def overview() -> Dashboard:
                 "Last evaluation",
                 "Time since each model's window was last evaluated.",
                 "s",
-                query("time() - sum by (model) (driftline_last_evaluation_timestamp_seconds)", m),
+                query(
+                    "time() - sum by (model) "
+                    '(driftline_last_evaluation_timestamp_seconds{segment=""})',
+                    m,
+                ),
                 steps=thresholds(OK, ("orange", 300), ("red", 900)),
             )
         )
@@ -110,7 +114,7 @@ def overview() -> Dashboard:
                 "Window events",
                 "Events in each model's live window; fewer than drift.min_events gives no verdict.",
                 "short",
-                query("sum by (model) (driftline_window_events)", m),
+                query('sum by (model) (driftline_window_events{segment=""})', m),
             )
         )
         .with_row(Row("Performance"))
@@ -120,11 +124,11 @@ def overview() -> Dashboard:
                 "Performance from ground-truth labels (realized) and estimated without them.",
                 "none",
                 query(
-                    "sum by (model, metric) (driftline_model_performance)",
+                    'sum by (model, metric) (driftline_model_performance{segment=""})',
                     f"{m} {{{{metric}}}} realized",
                 ),
                 query(
-                    "sum by (model, metric) (driftline_model_performance_estimated)",
+                    'sum by (model, metric) (driftline_model_performance_estimated{segment=""})',
                     f"{m} {{{{metric}}}} estimated",
                     "B",
                 ),
@@ -136,7 +140,7 @@ def overview() -> Dashboard:
                 "Label coverage",
                 "Share of the window's predictions that have a ground-truth label.",
                 "percentunit",
-                query("sum by (model) (driftline_label_coverage_ratio)", m),
+                query('sum by (model) (driftline_label_coverage_ratio{segment=""})', m),
                 maximum=1,
             )
         )

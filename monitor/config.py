@@ -38,6 +38,7 @@ __all__ = [
     "FromStream",
     "HttpSettings",
     "KafkaSettings",
+    "KpiSettings",
     "LabelSettings",
     "MethodSettings",
     "ModelSettings",
@@ -46,6 +47,7 @@ __all__ = [
     "ReferenceSettings",
     "RetrainingSettings",
     "RetrainingTarget",
+    "SegmentingSettings",
     "Sink",
     "StateSettings",
     "ValidationSettings",
@@ -91,6 +93,10 @@ def _pattern(regex: str, what: str) -> AfterValidator:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Name = Annotated[str, _pattern(r"[A-Za-z0-9_.-]+", "is not a name: use letters, digits, _ . -")]
+#: a categorical feature or ``tags.NAME``
+SegmentField = Annotated[
+    str, _pattern(r"(tags\.)?[A-Za-z0-9_.-]{1,64}", "is not a feature name or tags.NAME")
+]
 Url = Annotated[str, _pattern(r"https?://[^\s/?#]+\S*", "is not an http:// or https:// URL")]
 EnvName = Annotated[
     str,
@@ -333,6 +339,43 @@ class QualitySettings(_Settings):
     range_margin: float = Field(0.0, ge=0)
 
 
+class SegmentingSettings(_Settings):
+    """How a model's ``segments`` are cut: the ``top_k`` most frequent values of each field
+    in the reference, every other value (and a missing one) in "other"."""
+
+    top_k: int = Field(10, ge=1, le=100)
+    #: ``slice``: a segment's features are compared with the reference rows of the same
+    #: segment (when it has at least ``min_reference_events`` of them, else with the whole
+    #: reference); ``whole``: always with the whole reference
+    reference: Literal["slice", "whole"] = "slice"
+    min_reference_events: int = Field(100, ge=1)
+
+
+class KpiSettings(_Settings):
+    """A business KPI: ``agg`` of ``field`` over the window's events, optionally only those
+    whose prediction or ground truth is ``positive`` or ``negative`` (binary
+    classification)."""
+
+    agg: Literal["count", "sum", "mean", "rate", "quantile"]
+    #: a numerical feature or ``prediction`` (the score); none for a count (or a rate of events)
+    field: str | None = None
+    #: the quantile, for ``agg: quantile``
+    q: float | None = Field(None, gt=0, lt=1)
+    where: dict[Literal["prediction", "label"], Literal["positive", "negative"]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.field is None and self.agg not in ("count", "rate"):
+            raise ValueError(f"@field: {self.agg} needs a field")
+        if self.field is not None and self.agg == "count":
+            raise ValueError("@field: a count counts events; drop field")
+        if (self.q is None) == (self.agg == "quantile"):
+            raise ValueError("@q: required by agg: quantile, and by it only")
+        return self
+
+
 #: bytes a pending label-join entry takes besides its event id (arrays and index; measured
 #: 110, rounded up)
 JOIN_ENTRY_BYTES = 160
@@ -388,6 +431,11 @@ class ModelSettings(_Settings):
     binning: BinningSettings = Field(default_factory=BinningSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    #: fields every window is sliced by: a categorical feature or an event tag (``tags.NAME``)
+    segments: list[SegmentField] = Field(default_factory=list, max_length=8)
+    segmenting: SegmentingSettings = Field(default_factory=SegmentingSettings)
+    #: named per-window aggregations of event fields
+    kpis: dict[Name, KpiSettings] = Field(default_factory=dict, max_length=32)
 
     @field_validator("positive_label", "negative_label", mode="before")
     @classmethod
@@ -406,6 +454,30 @@ class ModelSettings(_Settings):
                 raise ValueError(f"@{key}: applies to binary_classification only")
         if self.negative_label is not None and self.negative_label == (self.positive_label or "1"):
             raise ValueError("@negative_label: must differ from positive_label")
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError("@segments: a field is named twice")
+        for i, name in enumerate(self.segments):
+            feature = self.features.get(name)
+            if (
+                not name.startswith("tags.")
+                and feature is not None
+                and feature.type != "categorical"
+            ):
+                raise ValueError(
+                    f"@segments.{i}: {name} is numerical; slice by a categorical feature or a tag"
+                )
+            if self.features and feature is None and not name.startswith("tags."):
+                raise ValueError(
+                    f"@segments.{i}: no feature {name!r} in features (or write tags.{name})"
+                )
+        for name, k in self.kpis.items():
+            if k.where and self.task != "binary_classification":
+                raise ValueError(f"@kpis.{name}.where: applies to binary_classification only")
+            feature = self.features.get(k.field or "")
+            if k.field not in (None, "prediction") and self.features and feature is None:
+                raise ValueError(f"@kpis.{name}.field: no feature {k.field!r} in features")
+            if feature is not None and feature.type != "numerical":
+                raise ValueError(f"@kpis.{name}.field: {k.field} is categorical, not numerical")
         for name, o in self.drift.overrides.items():
             key = f"drift.overrides.{name}"
             feature = self.features.get(name)
@@ -449,6 +521,10 @@ RULE_METRICS = frozenset(
         "driftline_model_performance_estimated",
         "driftline_label_coverage_ratio",
         "driftline_last_evaluation_timestamp_seconds",
+        "driftline_segment_traffic_ratio",
+        "driftline_segment_reference_ratio",
+        "driftline_segment_mix_drift_score",
+        "driftline_kpi",
     }
 )
 
@@ -519,13 +595,24 @@ _TARGET_NEEDS = {
     "airflow": ("dag_id",),
     "github": ("repo", "token_env"),
     "kubeflow": ("pipeline_id",),
+    "vertex": ("project", "region", "template_uri", "token_env"),
 }
-_TARGET_ONLY = {"dag_id": "airflow", "repo": "github", "pipeline_id": "kubeflow"}
+_TARGET_ONLY = {
+    "dag_id": "airflow",
+    "repo": "github",
+    "pipeline_id": "kubeflow",
+    "project": "vertex",
+    "region": "vertex",
+    "template_uri": "vertex",
+    "pipeline_root": "vertex",
+    "service_account": "vertex",
+}
 
 
 class RetrainingTarget(_Settings):
-    type: Literal["http", "airflow", "github", "kubeflow"]
-    url: Url
+    type: Literal["http", "airflow", "github", "kubeflow", "vertex"]
+    #: required but for ``vertex``, whose default is ``https://{region}-aiplatform.googleapis.com``
+    url: Url | None = None
     #: Standard Webhooks signing of the request when set
     secret_env: EnvName | None = None
     #: bearer token (GitHub, Airflow, Kubeflow); must be set when named
@@ -536,9 +623,24 @@ class RetrainingTarget(_Settings):
     repo: Repo | None = None
     event_type: str = "driftline-retrain"
     pipeline_id: str | None = None
+    #: Vertex AI Pipelines: the Google Cloud project and region the run is created in, the
+    #: compiled pipeline spec (``gs://``, Artifact Registry or https URI), and optionally
+    #: the run's output root (``gs://``) and service account
+    project: (
+        Annotated[
+            str, _pattern(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "is not a Google Cloud project id")
+        ]
+        | None
+    ) = None
+    region: Annotated[str, _pattern(r"[a-z]+-[a-z]+[0-9]", "is not a region")] | None = None
+    template_uri: str | None = None
+    pipeline_root: str | None = None
+    service_account: str | None = None
 
     @model_validator(mode="after")
     def _target_fields(self) -> Self:
+        if self.url is None and self.type != "vertex":
+            raise ValueError(f"@url: a {self.type} target needs url")
         for key in _TARGET_NEEDS.get(self.type, ()):
             if not getattr(self, key):
                 raise ValueError(f"@{key}: a {self.type} target needs {key}")

@@ -211,6 +211,16 @@ class ModelEvaluation:
     estimated_calibrated: bool | None = None
     label_coverage: float | None = None
     labelled_events: int = 0
+    #: ``field=value`` of the segment this evaluates, ``None`` for the whole model
+    segment: str | None = None
+    #: the evaluation of each segment of the window, by segment
+    segments: Mapping[str, ModelEvaluation] = field(default_factory=dict)
+    #: a segment's share of the reference rows
+    reference_share: float | None = None
+    #: the model's business KPIs on the window, by name
+    kpis: Mapping[str, float] = field(default_factory=dict)
+    #: per segment field: drift of the window's traffic mix across its segments
+    segment_mix: Mapping[str, DriftScore] = field(default_factory=dict)
 
     @property
     def drifted_features_ratio(self) -> float | None:
@@ -247,4 +257,21 @@ class ModelEvaluation:
                 "label_coverage": self.label_coverage,
                 "labelled_events": self.labelled_events,
             },
+            **({"kpis": dict(self.kpis)} if self.kpis else {}),
+            **(
+                {
+                    "segments": {name: ev.to_dict() for name, ev in self.segments.items()},
+                    "segment_mix": {
+                        name: {"method": s.method, "score": s.score}
+                        for name, s in self.segment_mix.items()
+                    },
+                }
+                if self.segments
+                else {}
+            ),
+            **(
+                {"segment": self.segment, "reference_share": self.reference_share}
+                if self.segment is not None
+                else {}
+            ),
         }

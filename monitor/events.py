@@ -33,6 +33,9 @@ class EventBatch:
     label: NDArray[np.object_]
     latency_ms: NDArray[np.float64]
     flags: dict[str, NDArray[np.int8]] = field(default_factory=dict)
+    #: event tags the model slices by (``tags.region`` -> ``tags["region"]``), object arrays
+    #: of ``str`` with ``None`` where an event has no such tag
+    tags: dict[str, NDArray[np.object_]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.event_time.size)
@@ -51,6 +54,7 @@ class EventBatch:
             label=self.label[mask],
             latency_ms=self.latency_ms[mask],
             flags={k: v[mask] for k, v in self.flags.items()},
+            tags={k: v[mask] for k, v in self.tags.items()},
         )
 
     @staticmethod
@@ -76,5 +80,11 @@ class EventBatch:
                     [b.flags.get(k, np.zeros(len(b), dtype=np.int8)) for b in batches]
                 )
                 for k in {k for b in batches for k in b.flags}
+            },
+            tags={
+                k: np.concatenate(
+                    [b.tags.get(k, np.full(len(b), None, dtype=object)) for b in batches]
+                )
+                for k in {k for b in batches for k in b.tags}
             },
         )

@@ -53,7 +53,13 @@ DROP_REASONS: tuple[str, ...] = (
 )
 
 _INITIAL_SLOTS = 1024
-_PREDICTION_COLUMNS: dict[str, type] = {"score": np.float64, "label": object, "version": object}
+_PREDICTION_COLUMNS: dict[str, type] = {
+    "score": np.float64,
+    "label": object,
+    "version": object,
+    "segment": np.float64,
+    "kpi": object,
+}
 _LABEL_COLUMNS: dict[str, type] = {"y_true": object}
 
 Column = NDArray[Any]
@@ -70,6 +76,11 @@ class Joined:
     label: NDArray[np.object_]
     y_true: NDArray[np.object_]
     version: NDArray[np.object_]
+    #: the predictions' segments (see :meth:`monitor.segments.Segments.cells`); NaN for none
+    segment: NDArray[np.float64] | None = None
+    #: per pair, the values its prediction kept for label-aware KPIs (an array or list,
+    #: ``None`` for none)
+    kpi: NDArray[np.object_] | None = None
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -87,7 +98,10 @@ def _oldest(time: NDArray[np.float64], seq: NDArray[np.int64], k: int) -> NDArra
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-able Python value for a numpy scalar or a non-finite float (as ``None``)."""
+    """A JSON-able Python value for a numpy scalar or array or a non-finite float (as
+    ``None``)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -218,10 +232,12 @@ class _Store:
         ids = [str(e) for e in data["event_id"]]
         if len(set(ids)) != len(ids):
             raise ValueError("snapshot holds repeated ids")
+        # a column added since the snapshot was taken is empty in it
+        blank = [None] * len(ids)
         cols = {
-            k: np.array([_empty_value(t) if x is None else x for x in data[k]], dtype=t)
+            k: np.array([_empty_value(t) if x is None else x for x in data.get(k, blank)], dtype=t)
             if t is not object
-            else _objects(data[k])
+            else _objects(data.get(k, blank))
             for k, t in self.kinds.items()
         }
         time = np.asarray(data["time"], dtype=np.float64)
@@ -292,15 +308,24 @@ class LabelJoin:
         label: Sequence[Any] | NDArray[Any],
         version: Sequence[Any] | NDArray[Any],
         now: float,
+        segment: NDArray[np.float64] | None = None,
+        kpi: NDArray[np.float64] | None = None,
     ) -> Joined:
         """Pend predictions, joining those whose label already waits; return the joins.
 
-        A prediction with a non-finite time is stamped ``now``.
+        A prediction with a non-finite time is stamped ``now``; ``segment`` is kept with
+        each prediction and handed back with its join.
         """
         cols: dict[str, Column] = {
             "score": np.asarray(score, dtype=np.float64),
             "label": _column(label),
             "version": _column(version),
+            "segment": (
+                np.full(len(event_id), np.nan)
+                if segment is None
+                else np.asarray(segment, dtype=np.float64)
+            ),
+            "kpi": _rows(kpi, len(event_id)),
         }
         t, join_at, slots = self._arrive(
             "prediction", event_id, time, cols, now, self._predictions, self._labels
@@ -316,6 +341,8 @@ class LabelJoin:
                 label=cols["label"][join_at],
                 y_true=theirs["y_true"],
                 version=cols["version"][join_at],
+                segment=cols["segment"][join_at],
+                kpi=cols["kpi"][join_at],
             )
         )
 
@@ -345,6 +372,8 @@ class LabelJoin:
                 label=theirs["label"],
                 y_true=cols["y_true"][join_at],
                 version=theirs["version"],
+                segment=theirs["segment"],
+                kpi=theirs["kpi"],
             )
         )
 
@@ -437,6 +466,14 @@ class LabelJoin:
         join.dropped["label_evicted"] += join._labels.restore(data["labels"])
         join._joined.restore(data["joined"])
         return join
+
+
+def _rows(values: NDArray[np.float64] | None, n: int) -> NDArray[np.object_]:
+    """An object column holding each row of ``values`` (``None`` without values)."""
+    out: NDArray[np.object_] = np.empty(n, dtype=object)
+    if values is not None and values.size:
+        out[:] = list(values)
+    return out
 
 
 def _column(values: Sequence[Any] | NDArray[Any]) -> NDArray[np.object_]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 from monitor.drift import TESTS, DriftScore, compare, is_drifted
 from monitor.evaluation import DriftPolicy, FeatureEvaluation, MethodChoice, ModelEvaluation
 from monitor.events import EventBatch
+from monitor.kpis import KpiSet
 from monitor.label_join import Joined
 from monitor.panes import CountLayout, FeatureSlots, PaneCounts
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator
@@ -73,19 +75,30 @@ class ModelMonitor:
         range_margin: float = 0.0,
         performance: PerformanceAccumulator | None = None,
         expected: ExpectedPerformance | None = None,
+        kpis: KpiSet | None = None,
     ) -> None:
         self.profile = profile
         self.policy = policy or DriftPolicy()
-        self.layout = CountLayout(profile, range_margin)
+        self.layout = CountLayout(profile, range_margin, kpis.key if kpis is not None else "")
         #: each feature's false-alarm rate per evaluation, for this window and pane
         self.feature_alpha = self.policy.feature_alpha(
             len(self.layout.features), windows.pane, windows.size_panes
         )
         self.performance = performance
         self.expected = expected
+        self.kpis = kpis
+        # a block's accumulators: realized performance, expected performance, KPIs
         self._perf_size = performance.size if performance is not None else 0
-        self._extra = self._perf_size + (expected.size if expected is not None else 0)
-        size, extra = self.layout.size, self._extra
+        self._exp_size = expected.size if expected is not None else 0
+        self._kpi_at = self._perf_size + self._exp_size
+        self._block_extra = self._kpi_at + (kpis.size if kpis is not None else 0)
+        #: the model's segments: each is one more block of the pane vector (block 0 is the
+        #: whole model), with its own events counted after the blocks' accumulators
+        self.segments = profile.segments
+        self.blocks = 1 + (self.segments.size if self.segments is not None else 0)
+        self._segment_layouts: dict[int, CountLayout] = {}
+        self._extra = self._block_extra * self.blocks + (self.blocks if self.blocks > 1 else 0)
+        size, extra = self.pane_size, self._extra
         self.window: PaneWindow[PaneCounts] = PaneWindow(
             windows.pane,
             windows.size_panes,
@@ -121,8 +134,13 @@ class ModelMonitor:
 
     @property
     def extra_size(self) -> int:
-        """Length of a pane's performance-accumulator vector."""
+        """Length of a pane's performance-accumulator vector (and segments' event counts)."""
         return self._extra
+
+    @property
+    def pane_size(self) -> int:
+        """Length of a pane's count vector: the layout once per block."""
+        return self.layout.size * self.blocks
 
     @property
     def model(self) -> str:
@@ -149,7 +167,7 @@ class ModelMonitor:
         """Replace this monitor's counts with a :meth:`snapshot` taken on the same reference
         (``windows=False``: only the cumulative counters, for a snapshot counted against
         another reference, whose panes do not fit this one's bins)."""
-        size, extra = self.layout.size, self._extra
+        size, extra = self.pane_size, self._extra
         if windows:
             self.window.restore(data["window"], lambda p: PaneCounts.restore(p, size, extra))
         self.events_total = int(data["events_total"])
@@ -190,18 +208,81 @@ class ModelMonitor:
             batch, panes = batch.select(keep), panes[keep]
         if len(batch):
             uniq, local = np.unique(panes, return_inverse=True)
-            counts, sums = self.layout.bin_batch(batch, local.astype(np.intp), uniq.size)
-            events = np.bincount(local, minlength=uniq.size)
-            for j, index in enumerate(uniq.tolist()):
-                extra = np.zeros(self._extra)
-                if self.expected is not None:
-                    extra[self._perf_size :] = self.expected.accumulate(batch.score[local == j])
-                pane = self.window.pane(index)
-                pane += PaneCounts(int(events[j]), counts[j], sums[j], extra)
+            if self.segments is None:
+                self._count_whole(batch, uniq, local.astype(np.intp))
+            else:
+                self._count_blocks(batch, uniq, local.astype(np.intp))
             self.max_event_time = max(self.max_event_time, self._event_time(batch, now))
         if now is not None:
             self.last_arrival = now
         return self.advance(self.max_event_time)
+
+    def _count_whole(
+        self, batch: EventBatch, uniq: NDArray[np.int64], local: NDArray[np.intp]
+    ) -> None:
+        counts, sums = self.layout.bin_batch(batch, local, uniq.size)
+        events = np.bincount(local, minlength=uniq.size)
+        for j, index in enumerate(uniq.tolist()):
+            extra = np.zeros(self._extra)
+            if self.expected is not None or self.kpis is not None:
+                self._accumulate(extra, 0, batch, np.flatnonzero(local == j))
+            pane = self.window.pane(index)
+            pane += PaneCounts(int(events[j]), counts[j], sums[j], extra)
+
+    def _count_blocks(
+        self, batch: EventBatch, uniq: NDArray[np.int64], local: NDArray[np.intp]
+    ) -> None:
+        """Count each event in block 0 and in its segment's block under every field: one
+        binning of the batch repeated once per field, keyed by (pane, block)."""
+        assert self.segments is not None
+        n, b = len(batch), self.blocks
+        blocks = np.concatenate([np.zeros((1, n), dtype=np.intp), self.segments.blocks(batch)])
+        copies = blocks.shape[0]
+        cell = (np.tile(local, copies) * b + blocks.ravel()).astype(np.intp)
+        counts, sums = self.layout.bin_batch(
+            EventBatch.concat([batch] * copies), cell, uniq.size * b
+        )
+        counts = counts.reshape(uniq.size, b * self.layout.size)
+        sums = sums.reshape(uniq.size, b * self.layout.size)
+        events = np.bincount(cell, minlength=uniq.size * b).reshape(uniq.size, b)
+        extra = np.zeros((uniq.size, self._extra))
+        extra[:, self._block_extra * b :] = events
+        if self.expected is not None or self.kpis is not None:
+            # one accumulation per (pane, block) group of a sort, not per event
+            order = np.argsort(cell, kind="stable")
+            keys, starts = np.unique(cell[order], return_index=True)
+            for key, part in zip(keys.tolist(), np.split(order, starts[1:]), strict=True):
+                j, block = divmod(key, b)
+                self._accumulate(extra[j], block * self._block_extra, batch, part % n)
+        for j, index in enumerate(uniq.tolist()):
+            pane = self.window.pane(index)
+            pane += PaneCounts(int(events[j, 0]), counts[j], sums[j], extra[j])
+
+    def _accumulate(
+        self, extra: NDArray[np.float64], at: int, batch: EventBatch, rows: NDArray[np.intp]
+    ) -> None:
+        """Add the expected performance and KPIs of ``batch[rows]`` to the block at ``at``."""
+        if self.expected is not None:
+            begin = at + self._perf_size
+            extra[begin : begin + self._exp_size] = self.expected.accumulate(batch.score[rows])
+        if self.kpis is not None:
+            begin = at + self._kpi_at
+            numerical = {k: v[rows] for k, v in batch.numerical.items()}
+            extra[begin : begin + self.kpis.size] = self.kpis.accumulate(
+                numerical, batch.score[rows], batch.label[rows]
+            )
+
+    def kpi_values(self, batch: EventBatch) -> NDArray[np.float64] | None:
+        """What a prediction keeps for its label-aware KPIs until its label joins (``None``
+        for a model without such KPIs)."""
+        if self.kpis is None or not self.kpis.joined_fields:
+            return None
+        return self.kpis.joined_values(batch.numerical, len(batch))
+
+    def segment_cells(self, batch: EventBatch) -> NDArray[np.float64] | None:
+        """Each event's segments as one number, for the label join to keep with the
+        prediction (``None`` for a model without segments)."""
+        return None if self.segments is None else self.segments.cells(batch)
 
     def _event_time(self, batch: EventBatch, now: float | None) -> float:
         """How far event time has got, robust to a few events from a fast clock."""
@@ -258,13 +339,25 @@ class ModelMonitor:
         panes = self.window.pane_indices(joined.prediction_time)
         uniq, local = np.unique(panes, return_inverse=True)
         outside = 0
-        size = self.layout.size
+        size = self.pane_size
+        blocks = self._joined_blocks(joined)
+        values = self._joined_kpi_values(joined)
         for j, index in enumerate(uniq.tolist()):
             m = local == j
             extra = np.zeros(self._extra)
-            extra[: self._perf_size] = self.performance.accumulate(
-                joined.y_true[m], joined.score[m], joined.label[m]
-            )
+            for block in range(self.blocks):
+                rows = m if block == 0 else m & (blocks == block).any(axis=0)
+                if block and not rows.any():
+                    continue
+                at = block * self._block_extra
+                extra[at : at + self._perf_size] = self.performance.accumulate(
+                    joined.y_true[rows], joined.score[rows], joined.label[rows]
+                )
+                if values is not None and self.kpis is not None:
+                    begin = at + self._kpi_at
+                    extra[begin : begin + self.kpis.size] = self.kpis.accumulate_joined(
+                        values[rows], joined.score[rows], joined.label[rows], joined.y_true[rows]
+                    )
             value = PaneCounts(0, np.zeros(size, dtype=np.int64), np.zeros(size), extra)
             if not self.window.add_to_pane(index, value):
                 outside += int(m.sum())
@@ -272,6 +365,24 @@ class ModelMonitor:
                 self.dirty.add(index)
         self.labels_outside_window += outside
         return outside
+
+    def _joined_kpi_values(self, joined: Joined) -> NDArray[np.float64] | None:
+        """Shape ``(pairs, fields)``: what the joined predictions kept for label-aware KPIs
+        (NaN where a prediction kept nothing)."""
+        if self.kpis is None or not self.kpis.joined_fields:
+            return None
+        out = np.full((len(joined), len(self.kpis.joined_fields)), np.nan)
+        if joined.kpi is not None:
+            kept = np.flatnonzero(np.not_equal(joined.kpi, np.array(None, dtype=object)))
+            if kept.size:
+                out[kept] = np.array(joined.kpi[kept].tolist(), dtype=np.float64)
+        return out
+
+    def _joined_blocks(self, joined: Joined) -> NDArray[np.intp]:
+        """Shape ``(fields, n)``: the segment blocks of the joined predictions."""
+        if self.segments is None or joined.segment is None:
+            return np.empty((0, len(joined)), dtype=np.intp)
+        return self.segments.blocks_of_cells(joined.segment)
 
     def advance(self, event_time: float) -> bool:
         """Move the watermark as if an event at ``event_time`` had been seen."""
@@ -315,10 +426,71 @@ class ModelMonitor:
         watermark: float,
         span: tuple[float, float] | None,
     ) -> ModelEvaluation:
-        features = tuple(self._evaluate_feature(fs, window) for fs in self.layout.features)
+        """The evaluation of a window of this monitor's panes, each segment's included."""
+        if self.segments is None:
+            return self._evaluate_block(window, now, watermark, span, self.layout, None)
+        segments = {
+            name: self._evaluate_block(
+                self._block(window, i + 1), now, watermark, span, self._segment_layout(i), name
+            )
+            for i, name in enumerate(self.segments.names)
+        }
+        whole = self._block(window, 0)
+        return replace(
+            self._evaluate_block(whole, now, watermark, span, self.layout, None),
+            segments=segments,
+            segment_mix=self._segment_mix(window),
+        )
+
+    def _segment_mix(self, window: PaneCounts) -> dict[str, DriftScore]:
+        """Per segment field: Jensen-Shannon distance of the window's segment mix from the
+        reference's (a shift of traffic between segments is drift of its own)."""
+        assert self.segments is not None
+        cuts = self.segments
+        events = window.extra[self._block_extra * self.blocks + 1 :]
+        share = np.asarray(cuts.reference_share)
+        out = {}
+        for f, offset in zip(cuts.fields, cuts.offsets, strict=True):
+            cur = events[offset - 1 : offset - 1 + f.size]
+            ref = share[offset - 1 : offset - 1 + f.size]
+            if cur.sum() > 0 and ref.sum() > 0:
+                out[f.name] = compare("jensenshannon", ref, cur)
+        return out
+
+    def _block(self, window: PaneCounts, block: int) -> PaneCounts:
+        """Block ``block`` of a segmented pane, as a pane of one monitored unit."""
+        s, e = self.layout.size, self._block_extra
+        events = int(np.rint(window.extra[e * self.blocks + block]))
+        return PaneCounts(
+            events,
+            window.counts[block * s : (block + 1) * s],
+            window.sums[block * s : (block + 1) * s],
+            window.extra[block * e : (block + 1) * e],
+        )
+
+    def _segment_layout(self, segment: int) -> CountLayout:
+        layout = self._segment_layouts.get(segment)
+        if layout is None:
+            assert self.segments is not None
+            layout = CountLayout(
+                self.segments.profile(self.profile, segment), self.layout.range_margin
+            )
+            self._segment_layouts[segment] = layout
+        return layout
+
+    def _evaluate_block(
+        self,
+        window: PaneCounts,
+        now: float,
+        watermark: float,
+        span: tuple[float, float] | None,
+        layout: CountLayout,
+        segment: str | None,
+    ) -> ModelEvaluation:
+        features = tuple(self._evaluate_feature(fs, window) for fs in layout.features)
         prediction: tuple[DriftScore, ...] = ()
-        if self.layout.prediction is not None:
-            pslots = self.layout.prediction
+        if layout.prediction is not None:
+            pslots = layout.prediction
             numerical = pslots.profile.kind is FeatureKind.NUMERICAL
             choice = self.policy.for_feature(pslots.profile.name, numerical)
             prediction = _scores(pslots, window, choice.methods)
@@ -332,7 +504,11 @@ class ModelMonitor:
             labelled = self.performance.pairs(acc)
             coverage = labelled / window.events if window.events else None
         if self.expected is not None:
-            estimated = self.expected.metrics(window.extra[self._perf_size :])
+            estimated = self.expected.metrics(window.extra[self._perf_size : self._kpi_at])
+        kpis: dict[str, float] = {}
+        if self.kpis is not None:
+            seconds = span[1] - span[0] if span is not None else None
+            kpis = self.kpis.values(window.extra[self._kpi_at : self._block_extra], seconds)
         return ModelEvaluation(
             model=self.model,
             evaluated_at=now,
@@ -349,6 +525,13 @@ class ModelMonitor:
             labelled_events=labelled,
             estimated_calibrated=(
                 None if self.expected is None else self.expected.calibration is not None
+            ),
+            segment=segment,
+            kpis=kpis,
+            reference_share=(
+                None
+                if segment is None or self.segments is None
+                else self.segments.reference_share[self.segments.names.index(segment)]
             ),
         )
 

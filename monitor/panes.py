@@ -54,9 +54,13 @@ class FeatureSlots:
 class CountLayout:
     """Where each feature's bins sit in a pane vector, for one reference profile."""
 
-    def __init__(self, profile: ReferenceProfile, range_margin: float = 0.0) -> None:
+    def __init__(
+        self, profile: ReferenceProfile, range_margin: float = 0.0, accumulators: str = ""
+    ) -> None:
         self.profile = profile
         self.range_margin = range_margin
+        #: names what else a pane's accumulator vector holds (the model's KPIs)
+        self.accumulators = accumulators
         slots: list[FeatureSlots] = []
         start = 0
         for fp in profile.features:
@@ -71,9 +75,12 @@ class CountLayout:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Names the bins and quality rules: panes of equal fingerprints add up (computed
-        once: every pane update carries it, and the profile's bins never change)."""
-        text = json.dumps([self.profile.to_dict(), self.range_margin], sort_keys=True)
+        """Names the bins, quality rules and KPIs: panes of equal fingerprints add up
+        (computed once: every pane update carries it, and the profile's bins never change)."""
+        parts: list[object] = [self.profile.to_dict(), self.range_margin]
+        if self.accumulators:  # panes of other KPIs do not add up
+            parts.append(self.accumulators)
+        text = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def bin_batch(

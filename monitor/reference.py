@@ -6,11 +6,12 @@ written as versioned JSON (``driftline.reference/v1``) that ``reference.path`` a
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +24,9 @@ from monitor.null_model import NullTable, simulate_null
 from monitor.schema import FeatureKind, FeatureSpec, infer_kind
 from monitor.score_calibration import ScoreCalibration, fit_calibration
 
+if TYPE_CHECKING:
+    from monitor.segments import Segments
+
 __all__ = [
     "LABEL",
     "PREDICTION",
@@ -31,6 +35,7 @@ __all__ = [
     "FeatureProfile",
     "ReferenceProfile",
     "build_profile",
+    "recount",
 ]
 
 PROFILE_FORMAT = "driftline.reference/v1"
@@ -207,6 +212,8 @@ class ReferenceProfile:
     score_calibration: ScoreCalibration | None = None
     #: why there is no ``score_calibration`` (not stored)
     uncalibrated_reason: str | None = field(default=None, compare=False)
+    #: the segments the model's windows are sliced by, and their reference slices
+    segments: Segments | None = None
 
     def feature(self, name: str) -> FeatureProfile:
         for f in self.features:
@@ -220,13 +227,17 @@ class ReferenceProfile:
 
     def calibrate(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Simulate every feature's null distribution now rather than at its first
-        evaluation; ``progress(done, total)`` is called after each feature.
+        evaluation (each segment's slice too); ``progress(done, total)`` is called after
+        each feature.
 
         Features are simulated on one thread per core (numpy's random draws and array
         arithmetic release the GIL); each table is seeded from its own counts, so the
         result does not depend on the order they finish in.
         """
         profiles = [*self.features, *([self.prediction] if self.prediction else [])]
+        for part in self.segments.slices if self.segments is not None else ():
+            if part is not None:  # a segment judged against its own slice of the reference
+                profiles += [*part[0], *([part[1]] if part[1] is not None else [])]
         workers = max(1, min(len(profiles), os.cpu_count() or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="calibrate") as pool:
             futures = [pool.submit(fp.null_table) for fp in profiles]
@@ -248,6 +259,8 @@ class ReferenceProfile:
         }
         if self.score_calibration is not None:
             data["score_calibration"] = self.score_calibration.to_dict()
+        if self.segments is not None:
+            data["segments"] = self.segments.to_dict()
         return data
 
     @classmethod
@@ -259,9 +272,12 @@ class ReferenceProfile:
                 f"{PROFILE_FORMAT!r} (rebuild it with `driftline reference build`)"
             )
         try:
+            from monitor.segments import Segments  # segments are profiles' slices
+
             features = tuple(FeatureProfile.from_dict(f) for f in data["features"])
             pred = data.get("prediction")
             stored = data.get("score_calibration")
+            cut = data.get("segments")
             return cls(
                 model=str(data["model"]),
                 n_events=int(data["n_events"]),
@@ -270,6 +286,7 @@ class ReferenceProfile:
                 model_version=data.get("model_version"),
                 score_calibration=ScoreCalibration.from_dict(stored) if stored else None,
                 uncalibrated_reason=None if stored else _NO_CALIBRATION_STORED,
+                segments=None if cut is None else Segments.from_dict(cut),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReferenceError(f"invalid reference profile: {exc!r}") from exc
@@ -320,6 +337,45 @@ def _profile_categorical(
     )
 
 
+def recount(fp: FeatureProfile, column: NDArray[Any]) -> FeatureProfile:
+    """The profile of ``column`` in the bins of ``fp`` (a slice of the rows ``fp`` was built
+    from): its own counts, sums and spread, the valid range of ``fp``.
+
+    >>> whole = build_profile("m", {"x": np.arange(100.0)}).features[0]
+    >>> part = recount(whole, np.arange(50.0))
+    >>> int(part.counts.sum()), part.mean, (part.minimum, part.maximum)
+    (50, 24.5, (0.0, 99.0))
+    """
+    if fp.kind is not FeatureKind.NUMERICAL:
+        assert isinstance(fp.bins, CategoricalBins)
+        text = np.array([None if v is None else str(v) for v in column.tolist()], dtype=object)
+        codes = fp.bins.assign(text)
+        present = codes != MISSING_CODE
+        counts = np.bincount(codes[present], minlength=fp.bins.n_value_bins).astype(np.int64)
+        return FeatureProfile(
+            fp.spec, fp.bins, counts, np.zeros(counts.size), missing=int((~present).sum())
+        )
+    assert isinstance(fp.bins, NumericBins)
+    values = _as_float(column, fp.name)
+    present = ~np.isnan(values)
+    finite = values[present & np.isfinite(values)]
+    idx = fp.bins.assign(finite)
+    size = fp.bins.n_value_bins
+    return FeatureProfile(
+        fp.spec,
+        fp.bins,
+        np.bincount(idx, minlength=size).astype(np.int64),
+        np.bincount(idx, weights=finite, minlength=size).astype(np.float64),
+        missing=int((~present).sum()),
+        mean=float(finite.mean()) if finite.size else math.nan,
+        std=float(finite.std()) if finite.size else math.nan,
+        # the model's valid range: quality rules are the model's, whatever the segment
+        minimum=fp.minimum,
+        maximum=fp.maximum,
+        sumsq=np.bincount(idx, weights=finite**2, minlength=size).astype(np.float64),
+    )
+
+
 def _as_float(column: NDArray[Any], name: str) -> NDArray[np.float64]:
     try:
         return np.asarray(column, dtype=np.float64)
@@ -340,8 +396,8 @@ def build_profile(
     """Build a profile from reference columns (missing values as ``None`` or NaN).
 
     ``specs`` fixes the features and their kinds; without it every column but
-    ``prediction``/``label`` is a feature and its kind is inferred. A ``prediction``
-    column, when present, becomes the reference of the model-output drift.
+    ``prediction``/``label`` (and ``tags.*``) is a feature and its kind is inferred. A
+    ``prediction`` column, when present, becomes the reference of the model-output drift.
 
     ``positive_label`` is given for a binary classifier only: with a numerical
     ``prediction`` (its score) and a ``label`` column, the profile then holds the score's
@@ -367,7 +423,8 @@ def build_profile(
         specs = [
             FeatureSpec(name, infer_kind(np.asarray(col)))
             for name, col in columns.items()
-            if name not in _NOT_FEATURES
+            # a ``tags.NAME`` column holds an event tag (a segment field), not a feature
+            if name not in _NOT_FEATURES and not name.startswith("tags.")
         ]
     features = []
     for spec in specs:

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from monitor.events import MISMATCH, NONFINITE, EventBatch
 from monitor.reference import PREDICTION, BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
+from monitor.segments import TAG_PREFIX, SegmentOptions
 
 __all__ = ["MAX_INFERRED_FEATURES", "MAX_NAME_LENGTH", "StreamReference", "typed_batch"]
 
@@ -56,8 +57,10 @@ class StreamReference:
         events: int,
         specs: Sequence[FeatureSpec] | None = None,
         options: BinningOptions | None = None,
+        segments: SegmentOptions | None = None,
     ) -> None:
         self.model = model
+        self.segments = segments
         self.target = events
         self.specs = specs
         self.options = options or BinningOptions()
@@ -104,6 +107,9 @@ class StreamReference:
         profile = build_profile(
             self.model, columns, self.specs, self.options, model_version=self.version
         )
+        if self.segments is not None:
+            tags = {f"{TAG_PREFIX}{k}": v for k, v in merged.tags.items()}
+            profile = self.segments.apply(profile, {**merged.categorical, **tags, **columns})
         self.profiled_versions.add(self.version)
         self.version, self._parts, self._collected = None, [], 0
         return profile
@@ -165,4 +171,5 @@ def typed_batch(batch: EventBatch, specs: Sequence[FeatureSpec]) -> EventBatch:
         label=batch.label,
         latency_ms=batch.latency_ms,
         flags=flags,
+        tags=batch.tags,
     )

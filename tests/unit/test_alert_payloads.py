@@ -157,7 +157,18 @@ def request(**kw: Any) -> dict[str, Any]:
 
 def test_retraining_request_document() -> None:
     r = request()
-    assert set(r) == {"type", "id", "model", "model_version", "reason", "alerts", "requested_at"}
+    assert set(r) == {
+        "type",
+        "id",
+        "model",
+        "model_version",
+        "segment",
+        "segments",
+        "reason",
+        "alerts",
+        "requested_at",
+    }
+    assert (r["segment"], r["segments"]) == (None, [])
     assert r["type"] == "retraining.requested"
     assert (r["model"], r["model_version"]) == ("fraud", "2026-11-01")
     assert r["requested_at"] == "2026-11-27T19:00:00.000Z"
@@ -209,6 +220,68 @@ def test_kubeflow_target_creates_a_pipeline_run() -> None:
     assert params["request_id"] == r["id"]
     assert json.loads(params["request"]) == r
     assert body["display_name"]
+
+
+def test_the_request_names_the_segment_and_version_whose_alerts_triggered_it() -> None:
+    eu = alert()
+    eu.labels["segment"] = "tags.region=eu"
+    eu.labels["model_version"] = "v2"
+    r = request(alerts=[eu])
+    assert (r["segment"], r["segments"], r["model_version"]) == (
+        "tags.region=eu",
+        ["tags.region=eu"],
+        "v2",
+    )
+    us = alert(feature="age")
+    us.labels["segment"] = "tags.region=us"
+    r = request(alerts=[eu, us])
+    assert (r["segment"], r["segments"]) == (None, ["tags.region=eu", "tags.region=us"])
+    assert r["model_version"] == "v2"
+
+
+def test_vertex_target_creates_a_pipeline_job_in_its_project_and_region() -> None:
+    r = request()
+    t = RetrainingTarget.model_validate(
+        {
+            "type": "vertex",
+            "project": "acme-ml",
+            "region": "us-central1",
+            "template_uri": "https://us-central1-kfp.pkg.dev/acme-ml/repo/retrain/v1",
+            "token_env": "VERTEX_TOKEN",
+            "service_account": "runner@acme-ml.iam.gserviceaccount.com",
+        }
+    )
+    req = retraining_http_request(t, r)
+    job_id = "driftline-" + r["id"].replace("_", "-")
+    assert req.url == (
+        "https://us-central1-aiplatform.googleapis.com/v1/projects/acme-ml/locations/"
+        f"us-central1/pipelineJobs?pipelineJobId={job_id}"
+    )
+    assert req.credentials() == []  # the destination adds the token when sending
+    body = json.loads(req.body)
+    assert body["templateUri"] == t.template_uri
+    assert body["serviceAccount"] == t.service_account
+    assert "gcsOutputDirectory" not in body["runtimeConfig"]
+    assert body["runtimeConfig"]["parameterValues"]["model_version"] == "2026-11-01"
+    assert body["labels"] == {"driftline-model": "fraud"}
+
+
+@pytest.mark.parametrize(
+    ("target_fields", "error"),
+    [
+        ({"type": "vertex", "region": "us-central1", "template_uri": "gs://b/p.json",
+          "token_env": "T"}, "needs project"),
+        ({"type": "vertex", "project": "acme-ml", "region": "us-central1",
+          "template_uri": "gs://b/p.json"}, "needs token_env"),
+        ({"type": "http"}, "needs url"),
+        ({"type": "http", "url": "http://ci", "project": "acme-ml"}, "vertex targets only"),
+    ],
+)  # fmt: skip
+def test_vertex_and_url_requirements_name_the_key(
+    target_fields: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        RetrainingTarget.model_validate(target_fields)
 
 
 def settings(**kw: Any) -> RetrainingSettings:

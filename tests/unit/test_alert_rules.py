@@ -220,3 +220,15 @@ def test_active_alert_json_is_prometheus_like() -> None:
     assert d["activeAt"] == "1970-01-01T00:00:00.000Z"
     assert d["value"] == "1"
     assert d["fingerprint"] == fingerprint(d["labels"])
+
+
+def test_an_empty_matcher_selects_series_without_the_label_as_promql_does() -> None:
+    whole = (DRIFTED, {"model": "fraud", "feature": "amount"}, 1.0)
+    segment = (DRIFTED, {"model": "fraud", "feature": "amount", "segment": "tags.region=eu"}, 1.0)
+    only_whole = RuleEngine([rule(match={"segment": ""})])
+    (t,) = only_whole.evaluate([whole, segment], now=0.0)
+    assert "segment" not in t.alert.labels
+    one_segment = RuleEngine([rule(match={"segment": "tags.region=eu"})])
+    (t,) = one_segment.evaluate([whole, segment], now=0.0)
+    assert t.alert.labels["segment"] == "tags.region=eu"
+    assert len(RuleEngine([rule()]).evaluate([whole, segment], now=0.0)) == 2

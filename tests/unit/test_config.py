@@ -209,6 +209,30 @@ MISTAKES = [
         "whole multiple of pane",
     ),
     ("both state stores", MINIMAL + "state: {dir: s, kafka_topic: t}\n", "state", "exactly one"),
+    (
+        "a numerical segment field",
+        MINIMAL + "    features: {amount: {type: numerical}}\n    segments: [amount]\n",
+        "models[0].segments.0",
+        "amount is numerical",
+    ),
+    (
+        "a segment field that is no feature",
+        MINIMAL + "    features: {country: {type: categorical}}\n    segments: [region]\n",
+        "models[0].segments.0",
+        "or write tags.region",
+    ),
+    (
+        "a segment field named twice",
+        MINIMAL + "    segments: [tags.region, tags.region]\n",
+        "models[0].segments",
+        "named twice",
+    ),
+    (
+        "top_k of 0",
+        MINIMAL + "    segments: [tags.region]\n    segmenting: {top_k: 0}\n",
+        "models[0].segmenting.top_k",
+        "greater than or equal to 1",
+    ),
     ("no models", "kafka: {}\n", "models", "missing"),
     ("an empty list of models", "models: []\n", "models", "at least 1"),
     (

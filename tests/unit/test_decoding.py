@@ -253,3 +253,20 @@ def test_a_long_category_does_not_enter_a_stream_reference_sample():
     values = [enc(event(i, features={"country": c})) for i, c in enumerate(["FR", "y" * 9])]
     b = dec.decode(values, [0.0] * 2).batches["fraud"]
     assert b.categorical["country"].tolist() == ["FR", None]
+
+
+def test_the_tags_a_model_is_sliced_by_become_columns_on_both_paths():
+    dec = BatchDecoder(SPECS, tags={"fraud": ["region"]})
+    values = [
+        enc(event(0, tags={"region": "eu", "shard": "7"})),
+        enc(event(1)),
+        # a bare local time takes the lenient path
+        enc(event(2, timestamp="2026-11-27T19:00:00", tags={"region": "us"})),
+    ]
+    out = dec.decode(values, [0.0] * 3)
+    b = out.batches["fraud"]
+    assert b.tags["region"].tolist() == ["eu", None, "us"]
+    assert set(b.tags) == {"region"}  # other tags are not kept
+    assert out.batches["fraud"].select(np.array([False, False, True])).tags["region"].tolist() == [
+        "us"
+    ]

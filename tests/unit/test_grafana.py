@@ -44,6 +44,7 @@ DESIGN_METRICS = {
     "driftline_webhook_deliveries_total",
     "driftline_retraining_requests_total",
     "driftline_build_info",
+    "driftline_kpi",
 }
 HISTOGRAMS = {"driftline_label_delay_seconds", "driftline_prediction_latency_seconds"}
 # The service's own health and quality metrics beyond the table (README, "Metrics").
@@ -56,6 +57,9 @@ SERVICE_METRICS = {
     "driftline_feature_type_mismatch_ratio",
     "driftline_feature_nonfinite_ratio",
     "driftline_unexpected_feature_events_total",
+    "driftline_segment_traffic_ratio",
+    "driftline_segment_reference_ratio",
+    "driftline_segment_mix_drift_score",
 }
 # Series Prometheus makes itself.
 PROMETHEUS_METRICS = {"up", "ALERTS"}

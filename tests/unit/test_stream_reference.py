@@ -140,3 +140,24 @@ def test_junk_keys_of_a_few_events_do_not_become_features():
     assert len(profile.features) == MAX_INFERRED_FEATURES
     assert "x" in {f.name for f in profile.features}
     assert "f249" not in {f.name for f in profile.features}
+
+
+def test_a_stream_reference_takes_its_segments_from_the_collected_events():
+    from monitor.segments import SegmentOptions
+
+    options = SegmentOptions(("tags.region", "c"), top_k=1, min_reference_events=50)
+    ref = StreamReference("m", events=400, segments=options)
+    b = batch(400, "v1")
+    region = np.empty(400, dtype=object)
+    region[:] = ["eu"] * 300 + ["us"] * 60 + [None] * 40
+    b.tags = {"region": region}
+    profile = ref.add(b.select(ref.wants(b)))
+    assert profile is not None
+    assert profile.segments is not None
+    assert profile.segments.names[:2] == ("tags.region=eu", "tags.region=other")
+    assert profile.segments.reference_share[:2] == (0.75, 0.25)
+    assert [f.name for f in profile.features] == ["x", "c"]  # a tag is no feature
+    # each slice is counted in the whole profile's bins
+    eu = profile.segments.slices[0]
+    assert eu is not None
+    assert int(eu[0][0].counts.sum()) == 300

@@ -1,0 +1,267 @@
+"""Business KPIs against numpy on the same events: per window (panes merged and expired),
+per segment, with the prediction filter; exported as ``driftline_kpi``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from consumers.exporter import DriftlineCollector, StateSnapshot
+from consumers.model_specs import kpis_of
+from monitor.config import ModelSettings
+from monitor.events import EventBatch
+from monitor.label_join import LabelJoin
+from monitor.model_state import ModelMonitor, WindowSpec
+from monitor.performance import accumulator_for
+from monitor.reference import build_profile
+from monitor.segments import SegmentOptions
+
+KPIS: dict[str, Any] = {
+    "events": {"agg": "count"},
+    "events_per_second": {"agg": "rate"},
+    "amount": {"agg": "sum", "field": "amount"},
+    "amount_per_second": {"agg": "rate", "field": "amount"},
+    "mean_amount": {"agg": "mean", "field": "amount"},
+    "blocked_amount": {"agg": "sum", "field": "amount", "where": {"prediction": "positive"}},
+    "passed": {"agg": "count", "where": {"prediction": "negative"}},
+    "amount_p90": {"agg": "quantile", "field": "amount", "q": 0.9},
+    "score_median": {"agg": "quantile", "field": "prediction", "q": 0.5},
+}
+REGIONS = np.array(["eu", "us", "ap"], dtype=object)
+ONE = WindowSpec(60.0, 60.0, 0.0)
+
+
+def model_settings() -> ModelSettings:
+    return ModelSettings.model_validate(
+        {"name": "m", "reference": {"path": "unused.csv"}, "kpis": KPIS, "decision_threshold": 0.7}
+    )
+
+
+def monitor(rng: np.random.Generator, pane: float, panes: int) -> ModelMonitor:
+    n = 5000
+    cols = {"amount": rng.lognormal(3, 1, n), "prediction": rng.random(n)}
+    profile = build_profile("m", cols)
+    profile = SegmentOptions(("tags.region",), top_k=2).apply(
+        profile, {**cols, "tags.region": rng.choice(REGIONS, n, p=[0.5, 0.3, 0.2])}
+    )
+    kpis = kpis_of(model_settings(), profile)
+    return ModelMonitor(profile, WindowSpec(pane, pane * panes, 0.0), kpis=kpis)
+
+
+def events(rng: np.random.Generator, n: int, t0: float, t1: float) -> EventBatch:
+    amount = rng.lognormal(3.2, 1, n)
+    amount[rng.random(n) < 0.05] = np.nan
+    region = np.empty(n, dtype=object)
+    region[:] = rng.choice(REGIONS, n).tolist()
+    return EventBatch(
+        model="m",
+        event_time=rng.uniform(t0, t1, n),
+        event_id=[str(i) for i in range(n)],
+        model_version=np.full(n, "v1", dtype=object),
+        numerical={"amount": amount},
+        categorical={},
+        score=rng.random(n),
+        label=np.full(n, None, dtype=object),
+        latency_ms=np.full(n, np.nan),
+        tags={"region": region},
+    )
+
+
+def expected(b: EventBatch, seconds: float) -> dict[str, float]:
+    amount, score = b.numerical["amount"], b.score
+    ok = ~np.isnan(amount)
+    positive = score >= 0.7
+    return {
+        "events": float(len(b)),
+        "events_per_second": len(b) / seconds,
+        "amount": float(amount[ok].sum()),
+        "amount_per_second": float(amount[ok].sum()) / seconds,
+        "mean_amount": float(amount[ok].mean()),
+        "blocked_amount": float(amount[ok & positive].sum()),
+        "passed": float((~positive).sum()),
+    }
+
+
+def within_a_bin(m: ModelMonitor, name: str, got: float, values: np.ndarray, q: float) -> None:
+    """A sketch's quantile lies within the reference bins of the window's values next to
+    rank ``q * n`` (the histogram knows no more of where values sit inside a bin)."""
+    (slot,) = [s for s in m.kpis.slots if s.name == name]  # type: ignore[union-attr]
+    edges = slot.bins.edges  # type: ignore[union-attr]
+    v = np.sort(values)
+    rank = q * v.size
+    below, above = v[max(int(np.floor(rank)) - 1, 0)], v[min(int(np.ceil(rank)), v.size - 1)]
+    k = int(np.searchsorted(edges, below, side="right"))  # below's bin: [edges[k-1], edges[k])
+    lo = edges[k - 1] if k >= 1 else -np.inf
+    k = int(np.searchsorted(edges, above, side="right"))
+    hi = edges[k] if k < edges.size else np.inf
+    assert lo <= got <= hi, (name, got, np.quantile(v, q), lo, hi)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), panes=st.integers(1, 4), batches=st.integers(1, 8))
+def test_kpis_equal_numpy_per_window_and_per_segment(seed: int, panes: int, batches: int) -> None:
+    rng = np.random.default_rng(seed)
+    pane = 10.0
+    m = monitor(rng, pane, panes)
+    seen = []
+    for i in range(batches):  # a batch per pane: early panes expire from the window
+        b = events(rng, int(rng.integers(200, 800)), i * pane, (i + 1) * pane)
+        m.ingest(b)
+        seen.append(b)
+    m.advance(batches * pane)
+    ev = m.evaluate(now=0.0)
+    inside = EventBatch.concat(seen[-panes:])
+    seconds = panes * pane
+    groups = {
+        None: np.ones(len(inside), dtype=bool),
+        "tags.region=eu": inside.tags["region"] == "eu",
+        "tags.region=us": inside.tags["region"] == "us",
+        "tags.region=other": inside.tags["region"] == "ap",
+    }
+    for segment, mask in groups.items():
+        got = ev.kpis if segment is None else ev.segments[segment].kpis
+        part = inside.select(mask)
+        for name, value in expected(part, seconds).items():
+            assert got[name] == pytest.approx(value, rel=1e-9), (segment, name)
+        amount = part.numerical["amount"]
+        within_a_bin(m, "amount_p90", got["amount_p90"], amount[~np.isnan(amount)], 0.9)
+        within_a_bin(m, "score_median", got["score_median"], part.score, 0.5)
+
+
+def test_kpis_are_exported_per_model_and_segment() -> None:
+    rng = np.random.default_rng(1)
+    m = monitor(rng, 60.0, 1)
+    b = events(rng, 1000, 0.0, 60.0)
+    m.ingest(b)
+    m.advance(60.0)
+    ev = m.evaluate(now=0.0)
+    registry = CollectorRegistry()
+    registry.register(DriftlineCollector(lambda: StateSnapshot("t", evaluations={"m": ev})))
+    whole = registry.get_sample_value("driftline_kpi", {"model": "m", "kpi": "events"})
+    eu = registry.get_sample_value(
+        "driftline_kpi", {"model": "m", "kpi": "events", "segment": "tags.region=eu"}
+    )
+    assert (whole, eu) == (1000.0, float((b.tags["region"] == "eu").sum()))
+
+
+@pytest.mark.parametrize(
+    ("kpi", "error"),
+    [
+        ({"agg": "sum"}, "sum needs a field"),
+        ({"agg": "count", "field": "amount"}, "drop field"),
+        ({"agg": "quantile", "field": "amount"}, "required by agg: quantile"),
+        ({"agg": "mean", "field": "amount", "q": 0.5}, "required by agg: quantile"),
+        ({"agg": "median", "field": "amount"}, "count"),
+    ],
+)
+def test_bad_kpis_name_their_key(kpi: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        ModelSettings.model_validate(
+            {"name": "m", "reference": {"path": "r.csv"}, "kpis": {"k": kpi}}
+        )
+
+
+def test_a_filter_on_the_prediction_is_for_binary_classifiers() -> None:
+    with pytest.raises(ValueError, match="binary_classification only"):
+        ModelSettings.model_validate(
+            {
+                "name": "m",
+                "task": "regression",
+                "reference": {"path": "r.csv"},
+                "kpis": {"k": {"agg": "count", "where": {"prediction": "positive"}}},
+            }
+        )
+
+
+LABELLED: dict[str, Any] = {
+    "caught_amount": {
+        "agg": "sum",
+        "field": "amount",
+        "where": {"prediction": "positive", "label": "positive"},
+    },
+    "missed": {"agg": "count", "where": {"prediction": "negative", "label": "positive"}},
+    "labelled_mean_amount": {"agg": "mean", "field": "amount", "where": {"label": "negative"}},
+}
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), early=st.floats(0.0, 1.0))
+def test_label_aware_kpis_equal_numpy_on_the_joined_pairs(seed: int, early: float) -> None:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    cols = {"amount": rng.lognormal(3, 1, n), "prediction": rng.random(n)}
+    # eu and us are the reference's top two regions; slices share its thresholds
+    region = rng.choice(REGIONS, n, p=[0.5, 0.3, 0.2])
+    profile = SegmentOptions(("tags.region",), top_k=2, by_slice=False).apply(
+        build_profile("m", cols), {**cols, "tags.region": region}
+    )
+    settings_ = ModelSettings.model_validate(
+        {"name": "m", "reference": {"path": "r.csv"}, "kpis": LABELLED, "positive_label": "fraud"}
+    )
+    m = ModelMonitor(
+        profile,
+        WindowSpec(60.0, 60.0, 0.0),
+        performance=accumulator_for("binary_classification", positive_label="fraud"),
+        kpis=kpis_of(settings_, profile),
+    )
+    b = events(rng, 2000, 0.0, 60.0)
+    b.event_id = [f"e{i}" for i in range(len(b))]
+    y = np.where(rng.random(len(b)) < b.score, "fraud", "ok").astype(object)
+    labelled = rng.random(len(b)) < 0.7
+    first = labelled & (rng.random(len(b)) < early)  # labels that arrive before predictions
+    join = LabelJoin()
+    at = np.flatnonzero(first)
+    ids = [b.event_id[i] for i in at]
+    assert len(join.add_labels(ids, y[at], np.full(at.size, 1.0), now=0.0)) == 0
+    join = LabelJoin.restore(json.loads(json.dumps(join.snapshot())))  # a checkpoint
+    m.ingest(b)
+    m.add_joined(
+        join.add_predictions(
+            b.event_id,
+            b.event_time,
+            b.score,
+            b.label,
+            b.model_version,
+            now=0.0,
+            segment=m.segment_cells(b),
+            kpi=m.kpi_values(b),
+        )
+    )
+    join = LabelJoin.restore(json.loads(json.dumps(join.snapshot())))
+    at = np.flatnonzero(labelled & ~first)
+    ids = [b.event_id[i] for i in at]
+    m.add_joined(join.add_labels(ids, y[at], np.full(at.size, 30.0), now=0.0))
+    m.advance(60.0)
+    ev = m.evaluate(now=0.0)
+    for segment, mask in {
+        None: np.ones(len(b), dtype=bool),
+        "tags.region=eu": b.tags["region"] == "eu",
+        "tags.region=other": b.tags["region"] == "ap",
+    }.items():
+        got = ev.kpis if segment is None else ev.segments[segment].kpis
+        amount = b.numerical["amount"]
+        ok = labelled & mask & ~np.isnan(amount)
+        fraud, flagged = y == "fraud", b.score >= 0.5
+        assert got["caught_amount"] == pytest.approx(amount[ok & fraud & flagged].sum())
+        assert got["missed"] == (labelled & mask & fraud & ~flagged).sum()
+        assert got["labelled_mean_amount"] == pytest.approx(amount[ok & ~fraud].mean())
+
+
+def test_panes_of_other_kpis_have_another_fingerprint() -> None:
+    rng = np.random.default_rng(2)
+    profile = build_profile("m", {"amount": rng.lognormal(3, 1, 500)})
+
+    def fingerprint(kpis: dict[str, Any]) -> str:
+        s = ModelSettings.model_validate({"name": "m", "reference": {"path": "r"}, "kpis": kpis})
+        return ModelMonitor(profile, ONE, kpis=kpis_of(s, profile)).layout.fingerprint
+
+    plain = ModelMonitor(profile, ONE).layout.fingerprint
+    count = fingerprint({"n": {"agg": "count"}})
+    assert len({plain, count, fingerprint({"n": {"agg": "sum", "field": "amount"}})}) == 3
+    assert count == fingerprint({"n": {"agg": "count"}})
