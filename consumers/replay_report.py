@@ -20,7 +20,11 @@ from monitor.evaluation import ModelEvaluation
 from monitor.evaluation_history import evaluation_point
 from monitor.window_log import AlertChange, LoggedWindow
 
-__all__ = ["ReplayReport", "alert_line"]
+__all__ = ["MAX_REPORT_POINTS", "ReplayReport", "alert_line", "downsampled"]
+
+#: points a model's charts hold at most in a report: a week of 1-minute panes (10 080
+#: windows) is shown as buckets of a few windows, so the file stays a few megabytes
+MAX_REPORT_POINTS = 2000
 
 
 def alert_line(a: AlertChange) -> dict[str, Any]:
@@ -32,6 +36,43 @@ def alert_line(a: AlertChange) -> dict[str, Any]:
         "at": rfc3339(a.at),
         "value": value,
         "labels": dict(a.labels),
+    }
+
+
+def downsampled(
+    points: list[dict[str, Any]], limit: int = MAX_REPORT_POINTS
+) -> list[dict[str, Any]]:
+    """``points`` as at most ``limit`` points, each standing for a run of consecutive
+    windows: from the first one's start to the last one's end; per feature, the score and
+    threshold of the window where the score was largest against its threshold, and whether
+    it drifted in any of them; the largest drifted-features ratio; the last window's
+    events, performance and label coverage; and ``windows``, how many it stands for."""
+    if len(points) <= limit:
+        return points
+    size = math.ceil(len(points) / limit)
+    return [_bucket(points[i : i + size]) for i in range(0, len(points), size)]
+
+
+def _bucket(run: list[dict[str, Any]]) -> dict[str, Any]:
+    last = run[-1]
+    features: dict[str, list[Any]] = {}
+    for name in last["features"]:
+        rows = [p["features"][name] for p in run if name in p["features"]]
+        scored = [r for r in rows if r[0] is not None and math.isfinite(r[0])]
+        verdicts = [r[2] for r in rows if r[2] is not None]
+        drifted = any(verdicts) if verdicts else None
+        if not scored:
+            features[name] = [None, rows[-1][1], drifted]
+            continue
+        top = max(scored, key=lambda r: r[0] / r[1] if r[1] and r[1] > 0 else r[0])
+        features[name] = [top[0], top[1], drifted]
+    ratios = [p["drifted_features_ratio"] for p in run if p["drifted_features_ratio"] is not None]
+    return {
+        **last,
+        "window_start": run[0]["window_start"],
+        "drifted_features_ratio": max(ratios) if ratios else last["drifted_features_ratio"],
+        "features": features,
+        "windows": len(run),
     }
 
 
@@ -65,7 +106,7 @@ class ReplayReport:
                 "model": name,
                 "task": task,
                 "evaluation": self.last[name].to_dict() if name in self.last else None,
-                "history": self.points.get(name, []),
+                "history": downsampled(self.points.get(name, [])),
             }
             for name, task in tasks.items()
         ]

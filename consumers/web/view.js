@@ -256,15 +256,21 @@
     return stat + " " + op + " " + v.threshold_kind + " threshold " + fmt(v.threshold) + (f.drifted && v.compared !== "pvalue" ? " and ≥ min_effect " + fmt(v.min_effect) : "");
   }
 
+  // a long replay's report charts spans of consecutive windows (``windows`` each)
+  function span(history) {
+    return history.reduce(function (n, p) { return Math.max(n, p.windows || 1); }, 1);
+  }
+
   function driftCount(name, history) {
-    var judged = 0, drifted = 0, first = null, last = null;
+    var judged = 0, drifted = 0, first = null, last = null, k = span(history);
     history.forEach(function (p) {
       var f = p.features && p.features[name];
       if (!f || f[2] === null) return;
       judged += 1;
       if (f[2] === true) { drifted += 1; if (first === null) first = p.window_end; last = p.window_end; }
     });
-    return el("p", { class: "muted timeline", text: "drifted in " + drifted + " of " + judged + " windows" +
+    return el("p", { class: "muted timeline", text: "drifted in " + drifted + " of " + judged +
+      (k > 1 ? " spans of up to " + k + " windows" : " windows") +
       (first !== null ? ", first " + time(first) + ", last " + time(last) : "") });
   }
 
@@ -316,7 +322,8 @@
     var sorted = ev.features.slice().sort(bySeverity);
     var timeline = el("div", { class: "chart drift-timeline" });
     box.appendChild(el("div", { class: "card" }, [el("h4", { text: "when each feature drifted" +
-      (report ? " (every window of the period)" : " (recent windows)") }), timeline]));
+      (!report ? " (recent windows)" : span(history) > 1 ? " (the period, in spans of up to " +
+        span(history) + " windows)" : " (every window of the period)") }), timeline]));
     driftTimeline(timeline, sorted, history);
     var grid = el("div", { class: "features" });
     box.appendChild(grid);

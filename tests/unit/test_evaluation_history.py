@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from consumers import web_view
+from consumers.replay_report import MAX_REPORT_POINTS, downsampled
 from monitor.evaluation_history import EvaluationHistory, evaluation_point
 from tests.unit.test_model_state import CATS, batch, monitor_for
 
@@ -81,3 +82,36 @@ def test_a_value_cannot_end_the_reports_embedded_data_early():
     assert "<" not in embedded
     assert json.loads(embedded) == data
     assert html.rstrip().endswith("</html>")
+
+
+def test_a_long_replay_is_charted_in_buckets_that_keep_every_drift():
+    # a week of 1-minute panes: 10 080 windows, one drifted window in the middle
+    points = []
+    for i in range(10_080):
+        drifted = i == 5_000
+        score = 0.9 if drifted else 0.1 + 0.01 * (i % 7)
+        points.append(
+            {
+                "window_start": 60.0 * i,
+                "window_end": 60.0 * i + 3600.0,
+                "evaluated_at": 60.0 * i + 3600.0,
+                "events": 100 + i,
+                "drifted_features_ratio": 1.0 if drifted else 0.0,
+                "features": {"x": [score, 0.5, drifted], "c": [None, 0.2, None]},
+                "performance": {"accuracy": i / 10_080},
+                "estimated": {},
+                "label_coverage": 0.5,
+            }
+        )
+    out = downsampled(points)
+    assert len(out) <= MAX_REPORT_POINTS < len(points)
+    assert sum(p["windows"] for p in out) == len(points)
+    assert out[0]["window_start"] == 0.0
+    assert out[-1]["window_end"] == points[-1]["window_end"]
+    flagged = [p for p in out if p["features"]["x"][2]]
+    assert len(flagged) == 1
+    assert flagged[0]["features"]["x"][:2] == [0.9, 0.5]
+    assert flagged[0]["drifted_features_ratio"] == 1.0
+    assert all(p["features"]["c"] == [None, 0.2, None] for p in out)
+    assert out[-1]["performance"] == points[-1]["performance"]
+    assert downsampled(points[:100]) == points[:100]  # short replays are left as they are
