@@ -390,6 +390,7 @@ class InputPartitions:
                 monitor.restore(data["monitor"], windows=same)
                 if not same:
                     restarted.append(name)
+                    slot.join.forget_layout()  # segments or KPIs may have changed
                 slot.monitor = monitor
             slots[name] = slot
         return slots, profiles, restarted

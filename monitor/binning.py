@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from monitor.exceptions import ReferenceError
 
-__all__ = ["MISSING_CODE", "CategoricalBins", "NumericBins"]
+__all__ = ["MISSING_CODE", "CategoricalBins", "NumericBins", "category_text"]
 
 #: Code :meth:`CategoricalBins.assign` gives a missing (null) value.
 MISSING_CODE = -1
@@ -190,9 +190,22 @@ class CategoricalBins:
         return cls(categories=categories, known=known)
 
 
+def category_text(value: object) -> str:
+    """A reference value as category text. A whole float is written as an integer: a file
+    column of integer codes with a gap is read as floats, and serving apps send ``5411``
+    or ``"5411"``, never ``"5411.0"``.
+
+    >>> category_text(5411.0), category_text(2.5), category_text("FR")
+    ('5411', '2.5', 'FR')
+    """
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _ranked(values: NDArray[np.object_]) -> list[str]:
     """Distinct non-missing values as text, most frequent first, ties by name."""
-    present = np.array([str(v) for v in values.tolist() if v is not None], dtype=object)
+    present = np.array([category_text(v) for v in values.tolist() if v is not None], dtype=object)
     if present.size == 0:
         return []
     uniq, counts = np.unique(present.astype(str), return_counts=True)

@@ -436,6 +436,15 @@ class LabelJoin:
             )
         return joined
 
+    def forget_layout(self) -> None:
+        """Forget what pending predictions kept under the model's previous layout: their
+        segment cells and label-aware KPI values mean nothing under a new ``segments:`` or
+        ``kpis:`` (a cell would be read as another segment, a KPI row has other fields).
+        They still join their labels, and count for the whole model only."""
+        cols = self._predictions.cols
+        for name in ("segment", "kpi"):
+            cols[name] = np.full(cols[name].size, _empty(cols[name]), dtype=cols[name].dtype)
+
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able data (lists, numbers, strings; NaN scores as ``None``)."""
         return {

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from monitor.binning import category_text
 from monitor.events import EventBatch
 from monitor.exceptions import ReferenceError
 from monitor.reference import PREDICTION, FeatureProfile, ReferenceProfile, recount
@@ -69,7 +70,7 @@ class SegmentField:
     @classmethod
     def from_reference(cls, name: str, column: NDArray[Any], top_k: int) -> SegmentField:
         """The ``top_k`` most frequent values of a reference column (ties by value)."""
-        text = [None if v is None or v != v else str(v) for v in column.tolist()]
+        text = [None if v is None or v != v else category_text(v) for v in column.tolist()]
         kept = np.array([v for v in text if v is not None and len(v) <= MAX_VALUE_LENGTH])
         if kept.size == 0:
             return cls(name, ())
@@ -83,9 +84,18 @@ class SegmentField:
         return len(self.values) + 1
 
     @property
+    def other(self) -> str:
+        """The "other" segment's name: ``other``, put in parentheses until no reference value
+        is spelt the same (a category really called "other" keeps its own segment)."""
+        name = OTHER
+        while name in self.values:
+            name = f"({name})"
+        return name
+
+    @property
     def labels(self) -> tuple[str, ...]:
         """``field=value`` of each segment, in code order."""
-        return tuple(f"{self.name}={v}" for v in (*self.values, OTHER))
+        return tuple(f"{self.name}={v}" for v in (*self.values, self.other))
 
     def codes(self, column: NDArray[Any]) -> NDArray[np.intp]:
         """Each value's segment: its rank among the top values, ``len(values)`` for other

@@ -265,3 +265,70 @@ def test_panes_of_other_kpis_have_another_fingerprint() -> None:
     count = fingerprint({"n": {"agg": "count"}})
     assert len({plain, count, fingerprint({"n": {"agg": "sum", "field": "amount"}})}) == 3
     assert count == fingerprint({"n": {"agg": "count"}})
+
+
+def _restart_monitor(kpis: dict[str, Any], segments: tuple[str, ...]) -> ModelMonitor:
+    rng = np.random.default_rng(0)
+    n = 1000
+    cols = {"amount": rng.random(n) * 100, "fee": rng.random(n), "prediction": rng.random(n)}
+    tags = {
+        "tags.region": np.array(rng.choice(["eu", "us", "ap"], n).tolist(), dtype=object),
+        "tags.dev": np.array(rng.choice(["ios", "android"], n).tolist(), dtype=object),
+    }
+    profile = SegmentOptions(segments, top_k=3, by_slice=False).apply(
+        build_profile("m", cols), {**cols, **tags}
+    )
+    settings = ModelSettings.model_validate(
+        {"name": "m", "reference": {"path": "r.csv"}, "kpis": kpis}
+    )
+    return ModelMonitor(
+        profile,
+        WindowSpec(60.0, 60.0, 0.0),
+        performance=accumulator_for("binary_classification", positive_label="1"),
+        kpis=kpis_of(settings, profile),
+    )
+
+
+def test_pending_predictions_outlive_a_change_of_kpis_and_segments() -> None:
+    # predictions pended under two label-aware KPIs and one segment field; the service
+    # restarts with one KPI and two segment fields, then their labels arrive
+    caught = {"agg": "sum", "field": "amount", "where": {"label": "positive"}}
+    fees = {"agg": "sum", "field": "fee", "where": {"label": "positive"}}
+    before = _restart_monitor({"a": caught, "f": fees}, ("tags.region",))
+    rng = np.random.default_rng(1)
+    k = 200
+    b = EventBatch(
+        model="m",
+        event_time=rng.uniform(0, 60, k),
+        event_id=[f"e{i}" for i in range(k)],
+        model_version=np.full(k, "v", dtype=object),
+        numerical={"amount": rng.random(k) * 100, "fee": rng.random(k)},
+        categorical={},
+        score=rng.random(k),
+        label=np.full(k, None, dtype=object),
+        latency_ms=np.full(k, np.nan),
+        tags={
+            "region": np.array(rng.choice(["eu", "us"], k).tolist(), dtype=object),
+            "dev": np.array(rng.choice(["ios", "android"], k).tolist(), dtype=object),
+        },
+    )
+    join = LabelJoin()
+    join.add_predictions(
+        b.event_id, b.event_time, b.score, b.label, b.model_version, now=0.0,
+        segment=before.segment_cells(b), kpi=before.kpi_values(b),
+    )  # fmt: skip
+    join = LabelJoin.restore(json.loads(json.dumps(join.snapshot())))
+    after = _restart_monitor({"f": fees}, ("tags.dev", "tags.region"))
+    assert after.layout.fingerprint != before.layout.fingerprint
+    join.forget_layout()  # what a partition does when the layout changed
+    after.ingest(b)
+    joined = join.add_labels(b.event_id, np.full(k, "1", dtype=object), np.full(k, 30.0), now=0.0)
+    assert len(joined) == k
+    after.add_joined(joined)  # raised a shape mismatch before
+    after.advance(60.0)
+    ev = after.evaluate(0.0)
+    assert ev.label_coverage == 1.0  # the whole model still counts every pair
+    assert ev.performance["accuracy"] == pytest.approx(np.mean(b.score >= 0.5))
+    # none of them is put in a segment it was not in, nor adds an old KPI column
+    assert all(not s.performance for s in ev.segments.values())
+    assert ev.kpis["f"] == 0.0

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.reference_files import read_columns, read_profile
+from monitor.binning import CategoricalBins
 from monitor.exceptions import ReferenceError
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
@@ -140,3 +141,10 @@ def test_bad_reference_inputs(tmp_path):
         read_columns(tmp_path / "ref.xlsx")
     with pytest.raises(ReferenceError, match="cannot read"):
         read_columns(tmp_path / "missing.csv")
+
+
+def test_integer_categories_read_as_floats_match_live_integer_codes():
+    bins = CategoricalBins.from_values(np.array([5411.0, 5411.0, 1.0, 7.0], dtype=object), 2)
+    assert bins.categories == ("5411", "1")
+    live = np.array([5411, "5411", 5411.0, 1, "1", 7, 8], dtype=object)
+    assert bins.assign(live).tolist() == [0, 0, 0, 1, 1, 2, 3]  # 7 other, 8 new

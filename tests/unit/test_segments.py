@@ -299,3 +299,21 @@ def test_labels_pended_before_segmenting_count_for_the_whole_model_only() -> Non
     ev = monitor.evaluate(now=1.0)
     assert ev.labelled_events == len(batch)
     assert all(seg.labelled_events == 0 for seg in ev.segments.values())
+
+
+def test_integer_codes_read_as_floats_from_a_file_match_live_integer_codes():
+    # a CSV column of merchant codes with a gap is read as floats: 5411.0, not "5411"
+    field = SegmentField.from_reference("mcc", np.array([5411.0, 5411.0, 1.0, np.nan]), 5)
+    assert field.values == ("5411", "1")
+    live = np.array([5411, "5411", 5411.0, 1, "1", "7"], dtype=object)
+    assert field.codes(live).tolist() == [0, 0, 0, 1, 1, 2]  # 2 is "other"
+
+
+def test_a_value_called_other_keeps_its_own_segment():
+    column = np.array(["other", "other", "eu", "us", "ap"], dtype=object)
+    field = SegmentField.from_reference("tags.region", column, 2)
+    assert field.values == ("other", "ap")
+    assert field.labels == ("tags.region=other", "tags.region=ap", "tags.region=(other)")
+    assert len(set(field.labels)) == field.size
+    live = np.array(["other", "ap", "eu", "zz"], dtype=object)
+    assert field.codes(live).tolist() == [0, 1, 2, 2]
