@@ -205,9 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_references(config: Any, path: str) -> None:
-    """Load every model's reference as ``run`` would; a problem names the file, the key
-    path and the reason."""
-    from consumers.model_specs import load_reference
+    """Load every model's reference as ``run`` would, and build its KPIs on it; a problem
+    names the file, the key path and the reason."""
+    from consumers.model_specs import kpis_of, load_reference
 
     base = Path(path).resolve().parent
     problems = []
@@ -215,9 +215,14 @@ def _check_references(config: Any, path: str) -> None:
         if model.reference.path is None:
             continue
         try:
-            load_reference(model, base)
+            profile = load_reference(model, base)
         except (ConsumersError, MonitorError, OSError, ValueError) as exc:
             problems.append((f"models[{i}].reference.path", str(exc)))
+            continue
+        try:  # a KPI's field must be a numerical column of that reference
+            kpis_of(model, profile)
+        except (MonitorError, ValueError) as exc:
+            problems.append((f"models[{i}].kpis", str(exc)))
     if problems:
         (key, reason), *more = problems
         raise ConfigError(path, key, reason, more=more)

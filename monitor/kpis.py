@@ -89,16 +89,24 @@ class KpiSet:
         positive: Positive,
         truth: Callable[[NDArray[np.object_]], NDArray[np.bool_]] | None = None,
     ) -> KpiSet:
-        """The KPIs of a model whose reference is ``profile`` (a quantile's field must be a
-        numerical feature or score of it: its bins are the sketch's)."""
+        """The KPIs of a model whose reference is ``profile``: a field is a numerical
+        feature of it or a numerical prediction (a quantile's also needs the reference's
+        bins of it: they are the sketch's)."""
         slots, start = [], 0
         for name, kpi in kpis.items():
             bins = None
-            if kpi.agg == "quantile":
-                fp = profile.prediction if kpi.field == PREDICTION else None
-                if fp is None:
-                    fp = next((f for f in profile.features if f.name == kpi.field), None)
+            fp = None
+            if kpi.field == PREDICTION:
+                fp = profile.prediction
+                if fp is not None and fp.kind is not FeatureKind.NUMERICAL:
+                    raise ValueError(f"kpi {name}: the prediction is a class, not a number")
+            elif kpi.field is not None:
+                fp = next((f for f in profile.features if f.name == kpi.field), None)
                 if fp is None or fp.kind is not FeatureKind.NUMERICAL:
+                    # a sum of a column that never comes would be 0 forever
+                    raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
+            if kpi.agg == "quantile":
+                if fp is None:
                     raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
                 assert isinstance(fp.bins, NumericBins)
                 bins = fp.bins

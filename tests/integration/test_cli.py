@@ -57,6 +57,25 @@ def test_check_config_bad_config_exits_2_naming_file_key_and_reason(tmp_path):
     assert "http.port" in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("kpi", "reason"),
+    [
+        ("{agg: sum, field: amout}", "kpi caught: amout is no numerical reference column"),
+        ("{agg: mean, field: country}", "kpi caught: country is no numerical reference column"),
+    ],
+)
+def test_check_config_refuses_a_kpi_on_a_column_the_reference_lacks(config_file, kpi, reason):
+    # features are inferred here: only the reference can tell that the field is wrong, and
+    # a sum of a column that never comes would be exported as 0 forever
+    config_file.write_text(
+        f"models:\n  - name: fraud\n    reference: {{path: ref.csv}}\n    kpis: {{caught: {kpi}}}\n"
+    )
+    r = run("check-config", "--config", str(config_file))
+    assert r.returncode == 2, r.stdout
+    assert "driftline.yaml: models[0].kpis:" in r.stderr
+    assert reason in r.stderr
+
+
 def test_reference_build_writes_a_profile_the_service_accepts(tmp_path, config_file):
     out = tmp_path / "fraud.profile.json"
     r = run(
