@@ -95,9 +95,18 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)
 Name = Annotated[str, _pattern(r"[A-Za-z0-9_.-]+", "is not a name: use letters, digits, _ . -")]
 #: a categorical feature or ``tags.NAME``
 SegmentField = Annotated[
-    str, _pattern(r"(tags\.)?[A-Za-z0-9_.-]{1,64}", "is not a feature name or tags.NAME")
+    str,
+    _pattern(
+        r"tags\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}|(?!tags\.)[A-Za-z0-9_.-]{1,64}",
+        "is not a feature name or tags.NAME",
+    ),
 ]
 Url = Annotated[str, _pattern(r"https?://[^\s/?#]+\S*", "is not an http:// or https:// URL")]
+#: where Vertex AI reads a compiled pipeline spec (Cloud Storage or Artifact Registry)
+TemplateUri = Annotated[
+    str, _pattern(r"(gs|https)://[^\s/?#]+/\S+", "is not a gs:// or https:// pipeline spec URI")
+]
+GcsUri = Annotated[str, _pattern(r"gs://[^\s/?#]+(/\S*)?", "is not a gs:// URI")]
 EnvName = Annotated[
     str,
     _pattern(
@@ -633,8 +642,8 @@ class RetrainingTarget(_Settings):
         | None
     ) = None
     region: Annotated[str, _pattern(r"[a-z]+-[a-z]+[0-9]", "is not a region")] | None = None
-    template_uri: str | None = None
-    pipeline_root: str | None = None
+    template_uri: TemplateUri | None = None
+    pipeline_root: GcsUri | None = None
     service_account: str | None = None
 
     @model_validator(mode="after")

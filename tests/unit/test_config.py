@@ -228,6 +228,12 @@ MISTAKES = [
         "named twice",
     ),
     (
+        "a tag segment without a name",
+        MINIMAL + "    segments: [tags.]\n",
+        "models[0].segments[0]",
+        "is not a feature name or tags.NAME",
+    ),
+    (
         "top_k of 0",
         MINIMAL + "    segments: [tags.region]\n    segmenting: {top_k: 0}\n",
         "models[0].segmenting.top_k",
@@ -359,6 +365,23 @@ MISTAKES = [
         "    - {name: s, type: webhook, url: 'https://y'}\n",
         "alerts.sinks[1].name",
         "duplicate name 's'",
+    ),
+    (
+        "a vertex pipeline spec that is no URI",
+        MINIMAL + "retraining:\n  - model: fraud\n    schedule: '0 3 * * *'\n"
+        "    target: {type: vertex, project: my-project, region: us-central1,\n"
+        "             template_uri: spec.json, token_env: GCP_TOKEN}\n",
+        "retraining[0].target.template_uri",
+        "is not a gs:// or https:// pipeline spec URI",
+    ),
+    (
+        "a vertex pipeline root outside Cloud Storage",
+        MINIMAL + "retraining:\n  - model: fraud\n    schedule: '0 3 * * *'\n"
+        "    target: {type: vertex, project: my-project, region: us-central1,\n"
+        "             template_uri: 'gs://b/spec.json', pipeline_root: /tmp/x,\n"
+        "             token_env: GCP_TOKEN}\n",
+        "retraining[0].target.pipeline_root",
+        "is not a gs:// URI",
     ),
     (
         "retraining for an unknown model",
