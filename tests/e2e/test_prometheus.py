@@ -288,6 +288,9 @@ def test_dashboards_and_rules_against_a_real_prometheus(
                     "positive_label": "fraud",
                     "reference": {"path": str(reference)},
                     "drift": {"min_events": 200},
+                    # the Segments row and the KPI panel need a sliced model with a KPI
+                    "segments": ["country"],
+                    "kpis": {"amount_total": {"agg": "sum", "field": "amount"}},
                 }
             ],
             "alerts": {
