@@ -272,19 +272,23 @@ def retraining_http_request(target: RetrainingTarget, request: Mapping[str, Any]
             "display_name": f"driftline retraining of {request['model']} ({request['id']})",
             "description": str(request["reason"]),
             "pipeline_version_reference": {"pipeline_id": target.pipeline_id},
-            "runtime_config": {
-                "parameters": {
-                    "model": request["model"],
-                    "model_version": request["model_version"] or "",
-                    "segment": request.get("segment") or "",
-                    "reason": request["reason"],
-                    "request_id": request["id"],
-                    "request": json.dumps(request, separators=(",", ":")),
-                }
-            },
+            "runtime_config": {"parameters": _pipeline_parameters(request)},
         }
         return json_request(f"{base}/apis/v2beta1/runs", body, headers=headers)
     return json_request(target.url, dict(request), headers=headers)
+
+
+def _pipeline_parameters(request: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pipeline run (Kubeflow, Vertex AI) is told: what to retrain, the slice and
+    why, and the whole request as JSON."""
+    return {
+        "model": request["model"],
+        "model_version": request["model_version"] or "",
+        "segment": request.get("segment") or "",
+        "reason": request["reason"],
+        "request_id": request["id"],
+        "request": json.dumps(request, separators=(",", ":")),
+    }
 
 
 def _vertex_request(target: RetrainingTarget, request: Mapping[str, Any]) -> HttpRequest:
@@ -294,16 +298,7 @@ def _vertex_request(target: RetrainingTarget, request: Mapping[str, Any]) -> Htt
     exists), not a second run."""
     base = (target.url or f"https://{target.region}-aiplatform.googleapis.com").rstrip("/")
     job_id = "driftline-" + re.sub(r"[^a-z0-9-]", "-", str(request["id"]).lower())[:118]
-    runtime: dict[str, Any] = {
-        "parameterValues": {
-            "model": request["model"],
-            "model_version": request["model_version"] or "",
-            "segment": request.get("segment") or "",
-            "reason": request["reason"],
-            "request_id": request["id"],
-            "request": json.dumps(request, separators=(",", ":")),
-        }
-    }
+    runtime: dict[str, Any] = {"parameterValues": _pipeline_parameters(request)}
     if target.pipeline_root:
         runtime["gcsOutputDirectory"] = target.pipeline_root
     body: dict[str, Any] = {
