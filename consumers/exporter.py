@@ -387,6 +387,9 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
                 add(reference_share, labels, seg.reference_share)
         for field_name, s in ev.segment_mix.items():
             add(mix, {"model": model, "segment_field": field_name, "method": s.method}, s.score)
+        # each live version's own window, side by side (bounded: versions.live)
+        for version, vev in ev.versions.items():
+            export({"model": model, "model_version": version}, vev)
     yield from (score, pvalue, threshold, drifted, ratio, missing, mismatch, nonfinite)
     yield from (out_of_range, new_category)
     yield prediction

@@ -14,7 +14,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from consumers.checkpoints import RestoreError
@@ -38,6 +38,9 @@ class _Merged:
     #: recent evaluations for the web view's charts; not checkpointed: after a restore or
     #: a hand-over it starts again from the restored window's evaluation
     history: EvaluationHistory = field(default_factory=EvaluationHistory)
+    #: wall-clock time of the last update taken (a version's merge is retired after
+    #: ``versions.retire_after`` without one)
+    updated_at: float = -math.inf
 
     @property
     def model_version(self) -> Any:
@@ -49,6 +52,8 @@ class OwnedUnit:
     """One panes partition owned by this instance: its models and their alert state."""
 
     models: dict[str, _Merged] = field(default_factory=dict)
+    #: per model, each live version's own merged window, by version
+    versions: dict[str, dict[str, _Merged]] = field(default_factory=dict)
     #: rule and retraining state of these models (see :mod:`consumers.alerting`)
     alerts: Any = None
 
@@ -172,6 +177,9 @@ class ModelOwner:
             if why is not None:
                 self._reject("implausible", update, why)
                 continue
+            if update.model_version is not None:
+                self._apply_version(owned, update, now)
+                continue
             m = self._merged(owned, update)
             if m is not None and self._fits(update, m):
                 changed[update.model] = m.merge.apply(update) or changed.get(update.model, False)
@@ -181,19 +189,72 @@ class ModelOwner:
             if m.merge.advance(now) or panes_changed or m.evaluation is None:
                 self._evaluate(name, m, now)
                 out.append(name)
+        for name, versions in owned.versions.items():
+            for version, m in versions.items():
+                if m.merge.advance(now) or m.evaluation is None:
+                    self._evaluate(name, m, now, version)
         return out
 
+    def _apply_version(self, owned: OwnedUnit, update: PaneUpdate, now: float) -> None:
+        """Merge an update of a version's own window (the first reference seen of a
+        version is kept; at most ``versions.live`` versions, the least recently updated
+        retired first)."""
+        spec = self.specs.get(update.model)
+        if spec is None:
+            self._reject("unknown_model", update, "no such model in the configuration")
+            return
+        assert update.model_version is not None
+        versions = owned.versions.setdefault(update.model, {})
+        m = versions.get(update.model_version)
+        if m is None:
+            if spec.stream_reference is None and update.fingerprint != spec.fingerprint:
+                self._reject("other_reference", update, "binned against another reference")
+                return
+            try:
+                evaluator = spec.evaluator(update.fingerprint, update.profile)
+            except Exception as exc:  # a profile that does not load
+                self._reject("malformed", update, repr(exc))
+                return
+            if evaluator is None:
+                self._reject("other_reference", update, "no reference with this fingerprint")
+                return
+            m = versions[update.model_version] = _Merged(
+                PaneMerge(self.pane, self.size_panes, self.idle_timeout),
+                update.fingerprint,
+                update.profile,
+            )
+        elif m.fingerprint != update.fingerprint:
+            self._reject("other_reference", update, "another reference of this version")
+            return
+        if not self._fits(update, m):
+            return
+        m.updated_at = now
+        versions.pop(update.model_version)
+        versions[update.model_version] = m  # most recently updated last
+        while len(versions) > max(spec.live_versions, 0):
+            del versions[next(iter(versions))]
+        if update.model_version in versions and m.merge.apply(update):
+            self._evaluate(update.model, m, now, update.model_version)
+
     def tick(self, now: float) -> list[tuple[int, str]]:
-        """Let idle partitions stop holding watermarks back; evaluate what moved."""
+        """Let idle partitions stop holding watermarks back; evaluate what moved; retire
+        the versions no partition has spoken of for ``versions.retire_after``."""
         out = []
         for u, owned in self.units.items():
             for name, m in owned.models.items():
                 if m.merge.advance(now):
                     self._evaluate(name, m, now)
                     out.append((u, name))
+            for name, versions in owned.versions.items():
+                spec = self.specs.get(name)
+                for version, m in list(versions.items()):
+                    if spec is None or now - m.updated_at > spec.retire_after:
+                        del versions[version]
+                    elif m.merge.advance(now):
+                        self._evaluate(name, m, now, version)
         return out
 
-    def _evaluate(self, name: str, m: _Merged, now: float) -> None:
+    def _evaluate(self, name: str, m: _Merged, now: float, version: str | None = None) -> None:
         if m.merge.last_closed is None:
             return
         evaluator = self.specs[name].evaluator(m.fingerprint, m.profile)
@@ -204,6 +265,9 @@ class ModelOwner:
         m.evaluation = evaluator.evaluate_window(
             window, now, m.merge.watermark, m.merge.window_range()
         )
+        if version is not None:
+            m.evaluation = replace(m.evaluation, model_version=version)
+            return
         m.history.add(evaluation_point(m.evaluation))
         if self.on_evaluation is not None:
             self.on_evaluation(m.evaluation)
@@ -221,45 +285,82 @@ class ModelOwner:
                 }
                 for name, m in sorted(owned.models.items())
             },
+            "versions": {
+                name: {
+                    version: {
+                        "fingerprint": m.fingerprint,
+                        "profile": m.profile,
+                        "merge": m.merge.snapshot(),
+                        "updated_at": m.updated_at,
+                    }
+                    for version, m in versions.items()
+                }
+                for name, versions in sorted(owned.versions.items())
+            },
         }
 
     def restore(self, unit: int, state: Mapping[str, Any], now: float) -> OwnedUnit:
         """Replace a panes partition's merges with a snapshot's, whole or not at all."""
         self.units.pop(unit, None)
         models: dict[str, _Merged] = {}
+        versions: dict[str, dict[str, _Merged]] = {}
         try:
             for name, data in state["models"].items():
-                spec = self.specs.get(name)
-                if spec is None:
-                    continue
-                fingerprint, profile = str(data["fingerprint"]), data.get("profile")
-                evaluator = spec.evaluator(fingerprint, profile)
-                if evaluator is None:
-                    raise RestoreError(f"model {name}: merged against another reference")
-                merge = PaneMerge(self.pane, self.size_panes, self.idle_timeout)
-                merge.restore(data["merge"], evaluator.pane_size, evaluator.extra_size)
-                models[name] = _Merged(merge, fingerprint, profile)
+                merged = self._restored(name, data)
+                if merged is not None:
+                    models[name] = merged
+            for name, by_version in state.get("versions", {}).items():
+                for version, data in by_version.items():
+                    merged = self._restored(name, data)
+                    if merged is not None:
+                        merged.updated_at = float(data.get("updated_at", now))
+                        versions.setdefault(name, {})[str(version)] = merged
         except RestoreError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise RestoreError(f"malformed model state: {exc!r}") from exc
-        owned = self.units[unit] = OwnedUnit(models)
+        owned = self.units[unit] = OwnedUnit(models, versions)
         for name, m in models.items():
             self._evaluate(name, m, now)
+        for name, by_version in versions.items():
+            for version, m in by_version.items():
+                self._evaluate(name, m, now, version)
         return owned
+
+    def _restored(self, name: str, data: Mapping[str, Any]) -> _Merged | None:
+        spec = self.specs.get(name)
+        if spec is None:
+            return None
+        fingerprint, profile = str(data["fingerprint"]), data.get("profile")
+        evaluator = spec.evaluator(fingerprint, profile)
+        if evaluator is None:
+            raise RestoreError(f"model {name}: merged against another reference")
+        merge = PaneMerge(self.pane, self.size_panes, self.idle_timeout)
+        merge.restore(data["merge"], evaluator.pane_size, evaluator.extra_size)
+        return _Merged(merge, fingerprint, profile)
 
     def drop(self, unit: int) -> None:
         self.units.pop(unit, None)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def evaluations(self) -> dict[str, ModelEvaluation]:
-        return {
-            name: m.evaluation
-            for owned in self.units.values()
-            for name, m in owned.models.items()
-            if m.evaluation is not None
-        }
+    def evaluations(self, unit: int | None = None) -> dict[str, ModelEvaluation]:
+        """The latest evaluation of each model owned here (of panes partition ``unit``
+        only, when given), with its live versions'."""
+        out = {}
+        for u, owned in self.units.items():
+            if unit is not None and u != unit:
+                continue
+            for name, m in owned.models.items():
+                if m.evaluation is None:
+                    continue
+                versions = {
+                    v: vm.evaluation
+                    for v, vm in sorted(owned.versions.get(name, {}).items())
+                    if vm.evaluation is not None
+                }
+                out[name] = replace(m.evaluation, versions=versions) if versions else m.evaluation
+        return out
 
     def history(self, model: str) -> list[Mapping[str, Any]]:
         """Recent evaluation points of ``model``, oldest first (empty when not owned here)."""

@@ -226,6 +226,8 @@ class ModelSpec:
         self.profile: ReferenceProfile | None = None
         self.fingerprint = ""
         self.stream_reference: StreamReference | None = None
+        #: stream-built references of versions other than the model's own (the newest few)
+        self.version_profiles: dict[str, ReferenceProfile] = {}
         self._evaluators: dict[str, ModelMonitor] = {}
         if settings.reference.path is not None:
             profile = load_reference(settings, base_dir)
@@ -270,6 +272,35 @@ class ModelSpec:
                 extra={"model": self.name, "reference_rows": profile.score_calibration.rows},
             )
 
+    @property
+    def live_versions(self) -> int:
+        """How many versions may have windows of their own (below 2: none)."""
+        return self.settings.versions.live
+
+    @property
+    def retire_after(self) -> float:
+        """Wall-clock seconds without an event after which a version is retired."""
+        after = self.settings.versions.retire_after
+        return self.windows.pane * self.windows.size_panes if after is None else after
+
+    def version_profile(self, version: str) -> ReferenceProfile | None:
+        """The reference a version's own window is judged by: the configured reference, or
+        the version's own stream-built one (``None`` while it is being collected)."""
+        if self.stream_reference is None:
+            return self.profile
+        if self.profile is not None and self.profile.model_version == version:
+            return self.profile
+        return self.version_profiles.get(version)
+
+    def add_version_profile(self, profile: ReferenceProfile) -> None:
+        """Keep a version's stream-built reference; the model's own stays as it is (a canary
+        never replaces the reference of the version still serving)."""
+        if profile.model_version is None:
+            return
+        self.version_profiles[profile.model_version] = profile
+        while len(self.version_profiles) > max(self.live_versions, 1) + 1:
+            del self.version_profiles[next(iter(self.version_profiles))]
+
     def new_monitor(self, profile: ReferenceProfile | None = None) -> ModelMonitor:
         """A monitor of ``profile`` (default: the current reference)."""
         profile = profile or self.profile
@@ -299,5 +330,8 @@ class ModelSpec:
                 return None
         else:
             return None
-        self._evaluators = {fingerprint: ev}  # one reference at a time
+        # the model's reference and the live versions' own
+        while len(self._evaluators) > self.live_versions + 1:
+            del self._evaluators[next(iter(self._evaluators))]
+        self._evaluators[fingerprint] = ev
         return ev

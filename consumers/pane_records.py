@@ -30,6 +30,7 @@ MAX_INFLATED_BYTES = 64 << 20
 MAX_PANES = 64
 MAX_PARTITION = (1 << 20) - 1
 BIG = (1 << 62) - 1
+MAX_VERSION_LENGTH = 128
 
 
 class PaneRecordError(ConsumersError):
@@ -49,6 +50,7 @@ def encode_update(update: PaneUpdate, source: str) -> bytes:
         "active_at": update.active_at,
         "fingerprint": update.fingerprint,
         "profile": update.profile,
+        "model_version": update.model_version,
         "panes": [[i, p.events, p.counts, p.sums, p.extra] for i, p in update.panes],
     }
     return zlib.compress(encode_plain(data), 1)
@@ -123,6 +125,11 @@ def _update(data: dict[str, Any]) -> PaneUpdate:
         raise PaneRecordError("model or fingerprint is not a string")
     if profile is not None and not isinstance(profile, dict):
         raise PaneRecordError("profile is not a map")
+    model_version = data.get("model_version")
+    if model_version is not None and (
+        not isinstance(model_version, str) or len(model_version) > MAX_VERSION_LENGTH
+    ):
+        raise PaneRecordError(f"model_version is not a string of at most {MAX_VERSION_LENGTH}")
     return PaneUpdate(
         model=model,
         partition=_int(data["partition"], 0, MAX_PARTITION, "partition"),
@@ -134,4 +141,5 @@ def _update(data: dict[str, Any]) -> PaneUpdate:
         panes=tuple(panes),
         profile=profile,
         epoch=_int(data.get("epoch", 0), 0, BIG, "epoch"),
+        model_version=model_version,
     )

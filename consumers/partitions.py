@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from consumers.checkpoints import RestoreError
 from consumers.decoding import DecodedBatch, GroundTruthBatch
 from consumers.model_specs import ModelSpec
+from consumers.pane_records import MAX_VERSION_LENGTH
 from monitor.events import EventBatch
 from monitor.label_join import Joined, LabelJoin
 from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor
@@ -42,7 +44,7 @@ OTHER_FEATURES = "__other__"
 
 @dataclass
 class _Slot:
-    """One model in one input partition."""
+    """One model in one input partition (or one version of it: see ``versions``)."""
 
     join: LabelJoin
     monitor: ModelMonitor | None = None
@@ -50,6 +52,12 @@ class _Slot:
     ground_truth: int = 0
     #: wall-clock time of the last prediction of this model in this partition
     active_at: float = -math.inf
+    #: predictions of another version for a request this slot already holds (shadows)
+    shadow: int = 0
+    #: the model's live versions here, least recently seen first: version -> wall clock
+    live: dict[str, float] = field(default_factory=dict)
+    #: each live version's own window and label join, while two or more are live
+    versions: dict[str, _Slot] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +66,8 @@ class PartitionCounters:
 
     predictions: int = 0
     ground_truth: int = 0
+    #: predictions of a second version for a request already answered (shadow traffic)
+    shadow: int = 0
     late: int = 0
     future: int = 0
     open_events: int = 0
@@ -139,34 +149,133 @@ class InputPartitions:
             slot = self._slot(partition, name)
             slot.predictions += len(batch)
             slot.active_at = now
+            own = batch
             if spec.stream_reference is not None:
-                batch = self._feed_stream_reference(spec, batch)
+                first = spec.profile is None
+                batch, taken = self._feed_stream_reference(spec, batch)
+                own = batch.select(~taken)  # a version is never judged against itself
+                if first:
+                    batch = own  # the reference of the model: not windowed
+            versioned = self._live_versions(partition, slot, spec, batch, now)
             monitor = self._monitor(slot, spec)
-            if monitor is None:
-                continue
-            before = monitor.window.watermark
-            moved = monitor.ingest(batch, now)
-            jump = monitor.window.watermark - before
-            if math.isfinite(before) and jump > self._jump_warning(spec):
-                log.warning(
-                    "watermark jumped",
-                    extra={"model": name, "partition": partition, "seconds": round(jump, 3)},
-                )
-            joined = slot.join.add_predictions(
-                batch.event_id,
-                batch.event_time,
-                batch.score,
-                batch.label,
-                batch.model_version,
-                now,
-                segment=monitor.segment_cells(batch),
-                kpi=monitor.kpi_values(batch),
-            )
-            if len(joined):
-                self._add_joined(name, monitor, joined)
-            if moved:
-                updates.append(self._update(partition, name, slot, monitor, v))
+            if monitor is not None:
+                before = monitor.window.watermark
+                if self._ingest(name, slot, monitor, batch, now):
+                    updates.append(self._update(partition, name, slot, monitor, v))
+                jump = monitor.window.watermark - before
+                if math.isfinite(before) and jump > self._jump_warning(spec):
+                    log.warning(
+                        "watermark jumped",
+                        extra={"model": name, "partition": partition, "seconds": round(jump, 3)},
+                    )
+            for model_version, vslot in versioned.items():
+                profile = spec.version_profile(model_version)
+                if profile is None:
+                    continue  # its reference is still being collected
+                if vslot.monitor is None:
+                    vslot.monitor = spec.new_monitor(profile)
+                mine = own.select(own.model_version == model_version)
+                vslot.predictions += len(mine)
+                vslot.active_at = now
+                if self._ingest(name, vslot, vslot.monitor, mine, now, slot.join):
+                    updates.append(
+                        self._update(partition, name, vslot, vslot.monitor, v, model_version)
+                    )
         return updates
+
+    def _ingest(
+        self,
+        model: str,
+        slot: _Slot,
+        monitor: ModelMonitor,
+        batch: EventBatch,
+        now: float,
+        answered: LabelJoin | None = None,
+    ) -> bool:
+        """Count predictions in ``slot``'s window and join them; True when its panes closed.
+
+        A prediction whose event id the slot already holds (a redelivery, or a shadow
+        version answering the same request) joins nothing and is not counted again. A
+        version's predictions also join the labels the model's join (``answered``) holds,
+        pending or already joined to another version's prediction."""
+        if len(batch) == 0:
+            return False
+        fresh = slot.join.unseen(batch.event_id)
+        counted = batch
+        if not fresh.all():
+            counted = batch.select(fresh)
+            shadow = slot.join.shadows(batch.event_id, batch.model_version, fresh)
+            if shadow.any():  # joined in their own version's window, not the model's
+                slot.shadow += int(shadow.sum())
+                batch = batch.select(~shadow)
+        moved = monitor.ingest(counted, now)
+        joined = slot.join.add_predictions(
+            batch.event_id,
+            batch.event_time,
+            batch.score,
+            batch.label,
+            batch.model_version,
+            now,
+            segment=monitor.segment_cells(batch),
+            kpi=monitor.kpi_values(batch),
+        )
+        if len(joined):
+            self._add_joined(model, monitor, joined)
+        if answered is not None:
+            at, y_true, label_time = answered.answers(batch.event_id)
+            done = set(joined.event_id)
+            keep = [j for j, i in enumerate(at.tolist()) if batch.event_id[i] not in done]
+            if keep:
+                ids = [batch.event_id[i] for i in at[keep].tolist()]
+                late = slot.join.add_labels(ids, y_true[keep], label_time[keep], now)
+                if len(late):
+                    self._add_joined(model, monitor, late)
+        return moved
+
+    def _live_versions(
+        self, partition: int, slot: _Slot, spec: ModelSpec, batch: EventBatch, now: float
+    ) -> dict[str, _Slot]:
+        """Note the versions of ``batch`` as live; return the version slots to count it in.
+
+        At most ``versions.live`` versions are live per partition, the least recently seen
+        retired first, and so is one without events for ``versions.retire_after``. Each live
+        version has its own window and label join while two or more are live."""
+        if spec.live_versions < 2:
+            return {}
+        seen = [
+            v
+            for v in dict.fromkeys(batch.model_version.tolist())
+            if isinstance(v, str) and len(v) <= MAX_VERSION_LENGTH
+        ]
+        for version in seen:
+            slot.live.pop(version, None)
+            slot.live[version] = now
+        self._retire(partition, slot, spec, now)
+        if len(slot.live) < 2:
+            slot.versions.clear()
+            return {}
+        capacity = spec.settings.labels.capacity_within(self.max_id_length)
+        for version in slot.live:
+            if version not in slot.versions:
+                slot.versions[version] = _Slot(
+                    LabelJoin(ttl=spec.settings.labels.ttl, capacity=_share(capacity, spec))
+                )
+        return {v: slot.versions[v] for v in seen if v in slot.versions}
+
+    @staticmethod
+    def _retire(partition: int, slot: _Slot, spec: ModelSpec, now: float) -> None:
+        while len(slot.live) > spec.live_versions:
+            slot.live.pop(next(iter(slot.live)))
+        for version, seen_at in list(slot.live.items()):
+            if now - seen_at > spec.retire_after:
+                del slot.live[version]
+        for version in list(slot.versions):
+            if version not in slot.live:
+                del slot.versions[version]
+                log.info(
+                    "model version retired",
+                    extra={"model": spec.name, "partition": partition, "model_version": version},
+                )
 
     def handle_ground_truth(
         self, batch: GroundTruthBatch, now: float, partition: int, version: int | None = None
@@ -183,6 +292,12 @@ class InputPartitions:
             joined = slot.join.add_labels(ids, y_true, times, now)
             if len(joined) and slot.monitor is not None:
                 self._add_joined(name, slot.monitor, joined)
+            # one ground truth answers every version that predicted the same request
+            for vslot in slot.versions.values():
+                vslot.ground_truth += len(ids)
+                joined = vslot.join.add_labels(ids, y_true, times, now)
+                if len(joined) and vslot.monitor is not None:
+                    vslot.monitor.add_joined(joined)
 
     def _add_joined(self, model: str, monitor: ModelMonitor, joined: Joined) -> None:
         """Count joined pairs; the first label of a class the model does not know is
@@ -206,20 +321,62 @@ class InputPartitions:
     def flush(self, partition: int, now: float | None = None) -> list[PaneUpdate]:
         """Every model's changed closed panes and its watermark (a heartbeat when nothing
         changed), so that stage 2 also learns how far an idle partition is. With ``now``,
-        live models' event time first moves on with the clock (see ``ModelMonitor.tick``)."""
+        live models' event time first moves on with the clock (see ``ModelMonitor.tick``)
+        and idle versions are retired."""
         v = self._versions.get(partition, 0)
+        slots = sorted(self._slots.get(partition, {}).items())
         if now is not None:
-            for slot in self._slots.get(partition, {}).values():
-                if slot.monitor is not None:
-                    slot.monitor.tick(now)
-        return [
-            self._update(partition, name, slot, slot.monitor, v)
-            for name, slot in sorted(self._slots.get(partition, {}).items())
-            if slot.monitor is not None
-        ]
+            for name, slot in slots:
+                if slot.live:
+                    self._retire(partition, slot, self.specs[name], now)
+                    if len(slot.live) < 2:
+                        slot.versions.clear()
+                for s in (slot, *slot.versions.values()):
+                    if s.monitor is not None:
+                        s.monitor.tick(now)
+            for name, _ in slots:
+                self._promote(self.specs[name])
+        out = []
+        for name, slot in slots:
+            if slot.monitor is not None:
+                out.append(self._update(partition, name, slot, slot.monitor, v))
+            for version, vslot in sorted(slot.versions.items()):
+                if vslot.monitor is not None:
+                    out.append(self._update(partition, name, vslot, vslot.monitor, v, version))
+        return out
+
+    def _promote(self, spec: ModelSpec) -> None:
+        """A stream-built model reference whose version is no longer live anywhere here
+        gives way to the newest live version's own (the rollout is over): windows restart."""
+        if spec.stream_reference is None or spec.profile is None:
+            return
+        live: dict[str, float] = {}
+        for slots in self._slots.values():
+            slot = slots.get(spec.name)
+            if slot is not None:
+                for version, seen_at in slot.live.items():
+                    live[version] = max(seen_at, live.get(version, -math.inf))
+        if not live or spec.profile.model_version in (None, *live):
+            return
+        newest = sorted(live, key=live.__getitem__, reverse=True)
+        profile = next(
+            (spec.version_profiles[v] for v in newest if v in spec.version_profiles), None
+        )
+        if profile is not None:
+            log.info(
+                "the model's reference moves to its live version",
+                extra={"model": spec.name, "model_version": profile.model_version},
+            )
+            self._set_stream_profile(spec, profile)
 
     def _update(
-        self, partition: int, model: str, slot: _Slot, monitor: ModelMonitor, version: int
+        self,
+        partition: int,
+        model: str,
+        slot: _Slot,
+        monitor: ModelMonitor,
+        version: int,
+        model_version: str | None = None,
     ) -> PaneUpdate:
         spec = self.specs[model]
         w = monitor.window
@@ -234,6 +391,7 @@ class InputPartitions:
             panes=monitor.take_closed(),
             profile=monitor.profile.to_dict() if spec.stream_reference is not None else None,
             epoch=self._epochs.get(partition, 0),
+            model_version=model_version,
         )
 
     def _count_extra(self, partition: int, model: str, extra: Counter[str]) -> None:
@@ -252,14 +410,18 @@ class InputPartitions:
                     _add_capped(out[model], counted)
         return out
 
-    def _feed_stream_reference(self, spec: ModelSpec, batch: EventBatch) -> EventBatch:
+    def _feed_stream_reference(
+        self, spec: ModelSpec, batch: EventBatch
+    ) -> tuple[EventBatch, NDArray[np.bool_]]:
+        """Give the events of the version being collected to its reference; return the
+        batch (typed as the model's reference) and which of its events were taken."""
         ref = spec.stream_reference
         assert ref is not None
         wanted = ref.wants(batch)
-        if not wanted.any():
-            return _typed(batch, spec.profile)
-        # only as many as the reference still needs; the rest of the batch is windowed
         taken = np.zeros(len(batch), dtype=bool)
+        if not wanted.any():
+            return _typed(batch, spec.profile), taken
+        # only as many as the reference still needs; the rest of the batch is windowed
         taken[np.flatnonzero(wanted)[: ref.target - ref.collected]] = True
         profile = ref.add(batch.select(taken))
         if profile is not None:
@@ -271,8 +433,12 @@ class InputPartitions:
                     "events": profile.n_events,
                 },
             )
-            self._set_stream_profile(spec, profile)
-        return _typed(batch.select(~taken), spec.profile)
+            if spec.profile is None or spec.live_versions < 2:
+                self._set_stream_profile(spec, profile)
+            else:
+                # a later version (a canary, a challenger) judges its own window by it
+                spec.add_version_profile(profile)
+        return _typed(batch, spec.profile), taken
 
     def _set_stream_profile(self, spec: ModelSpec, profile: ReferenceProfile) -> None:
         # A new reference means new bins: windows counted against the old one restart.
@@ -290,17 +456,14 @@ class InputPartitions:
         for name, slot in sorted(self._slots.get(partition, {}).items()):
             spec = self.specs[name]
             models[name] = {
-                "predictions": slot.predictions,
-                "ground_truth": slot.ground_truth,
-                "active_at": slot.active_at,
-                "join": slot.join.snapshot(),
-                "fingerprint": slot.monitor.layout.fingerprint if slot.monitor else None,
-                "monitor": slot.monitor.snapshot() if slot.monitor is not None else None,
-                # a reference built from the stream must survive the restart with the
-                # windows counted against it
-                "profile": spec.profile.to_dict()
-                if spec.profile is not None and spec.stream_reference is not None
-                else None,
+                **_slot_data(slot, spec.profile if spec.stream_reference else None),
+                "live": [[v, t] for v, t in slot.live.items()],
+                "versions": {
+                    v: _slot_data(
+                        vs, vs.monitor.profile if spec.stream_reference and vs.monitor else None
+                    )
+                    for v, vs in sorted(slot.versions.items())
+                },
             }
         invalid = self._invalid.get(partition, Counter())
         return {
@@ -371,29 +534,55 @@ class InputPartitions:
                 # against it go on (once a reference is in use, another partition's older
                 # one only restarts that partition's windows)
                 profile = profiles[name] = ReferenceProfile.from_dict(data["profile"])
-            labels = spec.settings.labels
-            slot = _Slot(
-                LabelJoin.restore(
-                    data["join"],
-                    ttl=labels.ttl,
-                    capacity=labels.capacity_within(self.max_id_length),
-                ),
-                predictions=int(data["predictions"]),
-                ground_truth=int(data.get("ground_truth", 0)),
-                active_at=float(data.get("active_at", -math.inf)),
-            )
-            if data["monitor"] is not None:
-                if profile is None:
-                    raise RestoreError(f"model {name}: windows in the checkpoint, no reference")
-                monitor = spec.new_monitor(profile)
-                same = data.get("fingerprint") == monitor.layout.fingerprint
-                monitor.restore(data["monitor"], windows=same)
-                if not same:
-                    restarted.append(name)
-                    slot.join.forget_layout()  # segments or KPIs may have changed
-                slot.monitor = monitor
+            slot = self._restored_slot(spec, data, profile, restarted)
+            slot.live = {str(v): float(t) for v, t in data.get("live", [])}
+            for version, vdata in data.get("versions", {}).items():
+                vprofile = spec.version_profile(str(version))
+                if vprofile is None and vdata.get("profile") is not None:
+                    vprofile = ReferenceProfile.from_dict(vdata["profile"])
+                    if vprofile.model_version != version:
+                        raise RestoreError(f"model {name}: version {version} has another's profile")
+                    spec.add_version_profile(vprofile)
+                slot.versions[str(version)] = self._restored_slot(
+                    spec, vdata, vprofile, [], versions=True
+                )
             slots[name] = slot
         return slots, profiles, restarted
+
+    def _restored_slot(
+        self,
+        spec: ModelSpec,
+        data: Mapping[str, Any],
+        profile: ReferenceProfile | None,
+        restarted: list[str],
+        *,
+        versions: bool = False,
+    ) -> _Slot:
+        """One slot of a snapshot (``versions``: a version's, whose join is smaller)."""
+        labels = spec.settings.labels
+        capacity = labels.capacity_within(self.max_id_length)
+        slot = _Slot(
+            LabelJoin.restore(
+                data["join"],
+                ttl=labels.ttl,
+                capacity=_share(capacity, spec) if versions else capacity,
+            ),
+            predictions=int(data["predictions"]),
+            ground_truth=int(data.get("ground_truth", 0)),
+            shadow=int(data.get("shadow", 0)),
+            active_at=float(data.get("active_at", -math.inf)),
+        )
+        if data["monitor"] is not None:
+            if profile is None:
+                raise RestoreError(f"model {spec.name}: windows in the checkpoint, no reference")
+            monitor = spec.new_monitor(profile)
+            same = data.get("fingerprint") == monitor.layout.fingerprint
+            monitor.restore(data["monitor"], windows=same)
+            if not same:
+                restarted.append(spec.name)
+                slot.join.forget_layout()  # segments or KPIs may have changed
+            slot.monitor = monitor
+        return slot
 
     def drop(self, partition: int) -> None:
         """Forget ``partition`` (it was handed to another instance)."""
@@ -425,6 +614,7 @@ class InputPartitions:
                 c = out[name]
                 c.predictions += slot.predictions
                 c.ground_truth += slot.ground_truth
+                c.shadow += slot.shadow
                 c.unjoined.update(slot.join.dropped)
                 m = slot.monitor
                 if m is None:
@@ -447,6 +637,27 @@ class InputPartitions:
 
     def invalid(self) -> Counter[tuple[str, str]]:
         return sum(self._invalid.values(), Counter())
+
+
+def _slot_data(slot: _Slot, profile: ReferenceProfile | None) -> dict[str, Any]:
+    """A slot as plain data; ``profile``: a stream-built reference to keep with it."""
+    return {
+        "predictions": slot.predictions,
+        "ground_truth": slot.ground_truth,
+        "shadow": slot.shadow,
+        "active_at": slot.active_at,
+        "join": slot.join.snapshot(),
+        "fingerprint": slot.monitor.layout.fingerprint if slot.monitor else None,
+        "monitor": slot.monitor.snapshot() if slot.monitor is not None else None,
+        # a reference built from the stream must survive the restart with the windows
+        # counted against it
+        "profile": profile.to_dict() if profile is not None else None,
+    }
+
+
+def _share(capacity: int, spec: ModelSpec) -> int:
+    """A version's label join's capacity: the model's versions share one join's bytes."""
+    return max(1, capacity // max(spec.live_versions, 1))
 
 
 def _typed(batch: EventBatch, profile: ReferenceProfile | None) -> EventBatch:

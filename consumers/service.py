@@ -249,9 +249,7 @@ class Service:
             owned = self.owner.units.get(unit)
             if owned is None:
                 return False
-            evaluations = {
-                n: m.evaluation for n, m in owned.models.items() if m.evaluation is not None
-            }
+            evaluations = self.owner.evaluations(unit)
         versions = {
             name: spec.profile.model_version if spec.profile is not None else None
             for name, spec in self.specs.items()
@@ -390,6 +388,8 @@ class Service:
                 "events_total": c.predictions,
                 "events_late_total": c.late,
                 "events_future_total": c.future,
+                # a shadow version's predictions for requests the model already answered
+                "shadow_predictions_total": c.shadow,
                 # counted, waiting for their panes to close (after allowed_lateness)
                 "events_in_open_panes": c.open_events,
                 "window_events": ev.window_events if ev else None,

@@ -51,6 +51,7 @@ __all__ = [
     "Sink",
     "StateSettings",
     "ValidationSettings",
+    "VersionSettings",
     "WindowSettings",
     "parse_cron",
     "parse_duration",
@@ -360,6 +361,18 @@ class SegmentingSettings(_Settings):
     min_reference_events: int = Field(100, ge=1)
 
 
+class VersionSettings(_Settings):
+    """Windows per model version: while a model has two or more live versions in a
+    partition (a canary, a shadow challenger), each keeps its own window, label join and
+    reference beside the model's, so versions are compared side by side."""
+
+    #: at most this many versions have windows of their own (the least recently seen is
+    #: retired first); 0 turns version windows off
+    live: int = Field(3, ge=0, le=10)
+    #: a version with no event for this long (wall clock) is retired; default: the window size
+    retire_after: PositiveDuration | None = None
+
+
 class KpiSettings(_Settings):
     """A business KPI: ``agg`` of ``field`` over the window's events, optionally only those
     whose prediction or ground truth is ``positive`` or ``negative`` (binary
@@ -443,6 +456,7 @@ class ModelSettings(_Settings):
     #: fields every window is sliced by: a categorical feature or an event tag (``tags.NAME``)
     segments: list[SegmentField] = Field(default_factory=list, max_length=8)
     segmenting: SegmentingSettings = Field(default_factory=SegmentingSettings)
+    versions: VersionSettings = Field(default_factory=VersionSettings)
     #: named per-window aggregations of event fields
     kpis: dict[Name, KpiSettings] = Field(default_factory=dict, max_length=32)
 

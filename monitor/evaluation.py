@@ -221,6 +221,10 @@ class ModelEvaluation:
     kpis: Mapping[str, float] = field(default_factory=dict)
     #: per segment field: drift of the window's traffic mix across its segments
     segment_mix: Mapping[str, DriftScore] = field(default_factory=dict)
+    #: the model version this evaluates, ``None`` for the model as served (every version)
+    model_version: str | None = None
+    #: the evaluation of each live version with a window of its own, by version
+    versions: Mapping[str, ModelEvaluation] = field(default_factory=dict)
 
     @property
     def drifted_features_ratio(self) -> float | None:
@@ -272,6 +276,12 @@ class ModelEvaluation:
             **(
                 {"segment": self.segment, "reference_share": self.reference_share}
                 if self.segment is not None
+                else {}
+            ),
+            **({"model_version": self.model_version} if self.model_version is not None else {}),
+            **(
+                {"versions": {v: ev.to_dict() for v, ev in self.versions.items()}}
+                if self.versions
                 else {}
             ),
         }

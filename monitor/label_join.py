@@ -280,8 +280,11 @@ class LabelJoin:
         self.capacity = int(capacity)
         self._predictions = _Store(capacity, _PREDICTION_COLUMNS)
         self._labels = _Store(capacity, _LABEL_COLUMNS)
-        # Ids that already joined, so a redelivered event counts as a duplicate.
-        self._joined = _Store(capacity, {})
+        # Ids that already joined (and the version that predicted), so a redelivered event
+        # counts as a duplicate and another version's prediction as a shadow.
+        self._joined = _Store(
+            capacity, {"version": object, "y_true": object, "label_time": np.float64}
+        )
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self.joined_total = 0
 
@@ -299,6 +302,64 @@ class LabelJoin:
         self.dropped["prediction_expired"] += self._predictions.expire(cutoff)
         self.dropped["label_expired"] += self._labels.expire(cutoff)
         self._joined.expire(cutoff)
+
+    def unseen(self, event_id: Sequence[str]) -> NDArray[np.bool_]:
+        """Which of these predictions are new: not pending, not joined already and not
+        repeated earlier in the list (a redelivery, or a shadow version's prediction for a
+        request the model already answered). Dictionary look-ups only; nothing changes."""
+        pending, joined = self._predictions.index, self._joined.index
+        seen: set[str] = set()
+        add = seen.add
+        fresh = (not (e in pending or e in joined or e in seen or add(e)) for e in event_id)
+        return np.fromiter(fresh, dtype=bool, count=len(event_id))
+
+    def shadows(
+        self, event_id: Sequence[str], version: NDArray[np.object_], fresh: NDArray[np.bool_]
+    ) -> NDArray[np.bool_]:
+        """Which of the predictions that are not ``fresh`` (see :meth:`unseen`) come from
+        another model version than the one held for their id: a shadow (challenger)
+        answering a request the model answered, not a redelivery. Looks at those only."""
+        out = np.zeros(len(event_id), dtype=bool)
+        pending, joined = self._predictions.index, self._joined.index
+        held_p, held_j = self._predictions.cols["version"], self._joined.cols["version"]
+        first: dict[str, Any] = {}
+        versions = version.tolist()
+        for i, (e, v) in enumerate(zip(event_id, versions, strict=True)):
+            if fresh[i]:
+                first.setdefault(e, v)
+                continue
+            if e in first:
+                held = first[e]
+            elif e in pending:
+                held = held_p[pending[e]]
+            else:
+                held = held_j[joined[e]]
+            out[i] = held != v
+        return out
+
+    def answers(
+        self, event_id: Sequence[str]
+    ) -> tuple[NDArray[np.intp], NDArray[np.object_], NDArray[np.float64]]:
+        """The ground truth known for these ids, pending or already joined (and remembered):
+        positions, labels and label times. Nothing changes: another version's join takes
+        the labels the model's join already holds."""
+        pending, joined = self._labels.index, self._joined.index
+        at, y, t = [], [], []
+        truth_p, time_p = self._labels.cols["y_true"], self._labels.time
+        truth_j, time_j = self._joined.cols["y_true"], self._joined.cols["label_time"]
+        for i, e in enumerate(event_id):
+            slot = pending.get(e)
+            if slot is not None:
+                at.append(i)
+                y.append(truth_p[slot])
+                t.append(time_p[slot])
+                continue
+            slot = joined.get(e)
+            if slot is not None and truth_j[slot] is not None:
+                at.append(i)
+                y.append(truth_j[slot])
+                t.append(time_j[slot])
+        return np.array(at, dtype=np.intp), _objects(y), np.array(t, dtype=np.float64)
 
     def add_predictions(
         self,
@@ -432,7 +493,13 @@ class LabelJoin:
             self.joined_total += len(joined)
             # Remembered until the later of the two times expires; forgotten silently.
             self._joined.admit(
-                joined.event_id, np.maximum(joined.prediction_time, joined.label_time), {}
+                joined.event_id,
+                np.maximum(joined.prediction_time, joined.label_time),
+                {
+                    "version": joined.version,
+                    "y_true": joined.y_true,
+                    "label_time": joined.label_time,
+                },
             )
         return joined
 

@@ -46,6 +46,7 @@ class PaneUpdate:
     is the wall-clock time of the partition's last event of the model; ``fingerprint``
     names the reference the counts were binned against. ``profile`` carries a reference
     built from the stream (plain data), so that stage 2 can bin nothing but still evaluate.
+    ``model_version`` names the version whose own window this is (``None``: the model's).
     """
 
     model: str
@@ -58,6 +59,7 @@ class PaneUpdate:
     panes: tuple[tuple[int, PaneCounts], ...] = ()
     profile: Mapping[str, Any] | None = None
     epoch: int = 0
+    model_version: str | None = None
 
     @property
     def order(self) -> tuple[int, int]:
