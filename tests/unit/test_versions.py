@@ -149,7 +149,8 @@ def test_a_redelivered_prediction_is_a_duplicate_not_a_shadow(ref):
     assert c.unjoined["duplicate_prediction"] == n
     service.apply_panes(0, service.flush(0, now), now)
     ev = service.evaluation("m")
-    assert ev is not None and not ev.versions  # one live version: nothing side by side
+    assert ev is not None
+    assert not ev.versions
     assert ev.window_events == _inside(ev, t).sum()  # counted once
 
 
@@ -176,7 +177,8 @@ def test_live_versions_are_bounded_and_the_least_recently_seen_retired(ref):
     ids = [f"e-late-{j}" for j in range(100)]
     service.handle(predictions(ids, t, rng.normal(size=100), np.full(100, 0.5), "e"), later)
     service.apply_panes(0, service.flush(0, later), later)
-    assert list(slot.live) == ["e"] and not slot.versions
+    assert list(slot.live) == ["e"]
+    assert not slot.versions
     service.tick(later + SIZE + 1)
     assert not service.owner.units[0].versions["m"]
 
@@ -223,10 +225,12 @@ def test_a_canary_never_replaces_the_reference_of_the_version_still_serving(ref)
 
     alone, both = run(canary=False), run(canary=True)
     spec = both.specs["m"]
-    assert spec.profile is not None and spec.profile.model_version == "v1"
+    assert spec.profile is not None
+    assert spec.profile.model_version == "v1"
     assert spec.version_profiles["v2"].model_version == "v2"
     ev, base = both.evaluation("m"), alone.evaluation("m")
-    assert ev is not None and base is not None
+    assert ev is not None
+    assert base is not None
     v1 = ev.versions["v1"]
     # v1's own window: the same events, the same reference, the same verdicts
     assert v1.window_events == base.window_events
@@ -277,7 +281,9 @@ def test_versions_survive_a_restore_of_both_stages(ref):
         s.handle_ground_truth(labels(ids[rest], truth[rest], t[rest]), now)
         s.apply_panes(0, s.flush(0, now), now)
     a, b = service.evaluation("m"), again.evaluation("m")
-    assert a is not None and b is not None and before is not None
+    assert a is not None
+    assert b is not None
+    assert before is not None
     assert sorted(b.versions) == ["v1", "v2"]
     for v in ("v1", "v2"):
         assert b.versions[v].labelled_events == a.versions[v].labelled_events > 0
