@@ -246,6 +246,8 @@ class ModelSpec:
                 specs_of(settings),
                 options_of(settings),
                 segment_options_of(settings),
+                concurrent=max(settings.versions.live, 1),
+                idle=self.retire_after,
             )
 
     @property

@@ -115,7 +115,7 @@ class InputPartitions:
         slot = slots.get(model)
         if slot is None:
             labels = self.specs[model].settings.labels
-            capacity = labels.capacity_within(self.max_id_length)
+            capacity = self.specs[model].settings.join_capacity(self.max_id_length)
             slot = slots[model] = _Slot(LabelJoin(ttl=labels.ttl, capacity=capacity))
         return slot
 
@@ -152,10 +152,12 @@ class InputPartitions:
             own = batch
             if spec.stream_reference is not None:
                 first = spec.profile is None
-                batch, taken = self._feed_stream_reference(spec, batch)
+                batch, taken = self._feed_stream_reference(spec, batch, now)
                 own = batch.select(~taken)  # a version is never judged against itself
-                if first:
-                    batch = own  # the reference of the model: not windowed
+                if first and spec.profile is not None:
+                    # the events that became the model's reference are not windowed by it
+                    mine = batch.model_version == spec.profile.model_version
+                    batch = batch.select(~(taken & mine))
             versioned = self._live_versions(partition, slot, spec, batch, now)
             monitor = self._monitor(slot, spec)
             if monitor is not None:
@@ -254,7 +256,7 @@ class InputPartitions:
         if len(slot.live) < 2:
             slot.versions.clear()
             return {}
-        capacity = spec.settings.labels.capacity_within(self.max_id_length)
+        capacity = spec.settings.join_capacity(self.max_id_length)
         for version in slot.live:
             if version not in slot.versions:
                 slot.versions[version] = _Slot(
@@ -411,20 +413,14 @@ class InputPartitions:
         return out
 
     def _feed_stream_reference(
-        self, spec: ModelSpec, batch: EventBatch
+        self, spec: ModelSpec, batch: EventBatch, now: float
     ) -> tuple[EventBatch, NDArray[np.bool_]]:
-        """Give the events of the version being collected to its reference; return the
+        """Give the events of the versions being collected to their references; return the
         batch (typed as the model's reference) and which of its events were taken."""
         ref = spec.stream_reference
         assert ref is not None
-        wanted = ref.wants(batch)
-        taken = np.zeros(len(batch), dtype=bool)
-        if not wanted.any():
-            return _typed(batch, spec.profile), taken
-        # only as many as the reference still needs; the rest of the batch is windowed
-        taken[np.flatnonzero(wanted)[: ref.target - ref.collected]] = True
-        profile = ref.add(batch.select(taken))
-        if profile is not None:
+        taken, profiles = ref.take(batch, now)
+        for profile in profiles:
             log.info(
                 "reference built from the stream",
                 extra={
@@ -560,7 +556,7 @@ class InputPartitions:
     ) -> _Slot:
         """One slot of a snapshot (``versions``: a version's, whose join is smaller)."""
         labels = spec.settings.labels
-        capacity = labels.capacity_within(self.max_id_length)
+        capacity = spec.settings.join_capacity(self.max_id_length)
         slot = _Slot(
             LabelJoin.restore(
                 data["join"],

@@ -25,7 +25,10 @@ def model_detail() -> Dashboard:
     """One model, chosen with the ``model`` variable."""
     sel = 'model="$model"'
     # the model's evaluation series: the whole model ("All") or one segment
-    esel = 'model="$model",segment=~"$segment"'
+    # (a version's own window has a ``model_version`` label: its series are in the
+    # Versions row)
+    esel = 'model="$model",segment=~"$segment",model_version=""'
+    vsel = 'model="$model",segment="",model_version!=""'
     deciding = (
         f"driftline_feature_drift_score{{{esel}}} "
         f"and on (model, feature, method) driftline_feature_drift_threshold{{{esel}}}"
@@ -275,6 +278,78 @@ def model_detail() -> Dashboard:
                 query(f"sum by (kpi) (driftline_kpi{{{esel}}})", "{{kpi}}"),
                 minimum=None,
                 span=24,
+            )
+        )
+        .with_row(Row("Versions"))
+        .with_panel(
+            timeseries(
+                "Performance by version",
+                "Realized performance of each live version's own window, beside the model as"
+                " served (dashed): a shadow challenger answers the same requests and is joined"
+                " to the same ground truth. Shown while two versions or more are live.",
+                "none",
+                query(
+                    f"sum by (model_version, metric) (driftline_model_performance{{{vsel}}})",
+                    "{{model_version}} {{metric}}",
+                ),
+                query(
+                    "sum by (metric) (driftline_model_performance"
+                    '{model="$model",segment="",model_version=""})',
+                    "served {{metric}}",
+                    "B",
+                ),
+            ).override_by_query(
+                "B",
+                [
+                    dm.DynamicConfigValue(
+                        id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Drift by version",
+                "Share of the features that drifted in each version's window (each judged"
+                " against its own reference) and each version's prediction drift.",
+                "none",
+                query(
+                    f"sum by (model_version) (driftline_drifted_features_ratio{{{vsel}}})",
+                    "{{model_version}} drifted features",
+                ),
+                query(
+                    f"sum by (model_version, method) (driftline_prediction_drift_score{{{vsel}}})",
+                    "{{model_version}} prediction {{method}}",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Estimated performance by version",
+                "Confidence-based estimates of each version's performance, before labels come.",
+                "none",
+                query(
+                    "sum by (model_version, metric) "
+                    f"(driftline_model_performance_estimated{{{vsel}}})",
+                    "{{model_version}} {{metric}}",
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Events by version",
+                "Events in each version's live window and label coverage.",
+                "none",
+                query(
+                    f"sum by (model_version) (driftline_window_events{{{vsel}}})",
+                    "{{model_version}} events",
+                ),
+                query(
+                    f"sum by (model_version) (driftline_label_coverage_ratio{{{vsel}}})",
+                    "{{model_version}} label coverage",
+                    "B",
+                ),
             )
         )
         .with_row(Row("Segments"))

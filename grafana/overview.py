@@ -15,6 +15,9 @@ from panels import (
     timeseries,
 )
 
+#: the model as served: not a segment's series, nor a version's
+WHOLE = 'segment="",model_version=""'
+
 __all__ = ["overview"]
 
 
@@ -82,7 +85,10 @@ def overview() -> Dashboard:
                 "Share of each model's features that drifted in the live window; the dashed "
                 "line is the DriftlineDatasetDrift alert threshold.",
                 "percentunit",
-                query('sum by (model) (driftline_drifted_features_ratio{segment=""})', m),
+                query(
+                    f"sum by (model) (driftline_drifted_features_ratio{{{WHOLE}}})",
+                    m,
+                ),
                 steps=thresholds(OK, ("red", DATASET_DRIFT_SHARE)),
                 maximum=1,
             )
@@ -92,7 +98,7 @@ def overview() -> Dashboard:
                 "Drifted features",
                 "Features drifted now, per model.",
                 "short",
-                query('sum by (model) (driftline_feature_drifted{segment=""})', m),
+                query(f"sum by (model) (driftline_feature_drifted{{{WHOLE}}})", m),
                 steps=thresholds(OK, ("red", 1)),
             )
         )
@@ -103,7 +109,7 @@ def overview() -> Dashboard:
                 "s",
                 query(
                     "time() - sum by (model) "
-                    '(driftline_last_evaluation_timestamp_seconds{segment=""})',
+                    f"(driftline_last_evaluation_timestamp_seconds{{{WHOLE}}})",
                     m,
                 ),
                 steps=thresholds(OK, ("orange", 300), ("red", 900)),
@@ -114,7 +120,7 @@ def overview() -> Dashboard:
                 "Window events",
                 "Events in each model's live window; fewer than drift.min_events gives no verdict.",
                 "short",
-                query('sum by (model) (driftline_window_events{segment=""})', m),
+                query(f"sum by (model) (driftline_window_events{{{WHOLE}}})", m),
             )
         )
         .with_row(Row("Performance"))
@@ -124,11 +130,11 @@ def overview() -> Dashboard:
                 "Performance from ground-truth labels (realized) and estimated without them.",
                 "none",
                 query(
-                    'sum by (model, metric) (driftline_model_performance{segment=""})',
+                    f"sum by (model, metric) (driftline_model_performance{{{WHOLE}}})",
                     f"{m} {{{{metric}}}} realized",
                 ),
                 query(
-                    'sum by (model, metric) (driftline_model_performance_estimated{segment=""})',
+                    f"sum by (model, metric) (driftline_model_performance_estimated{{{WHOLE}}})",
                     f"{m} {{{{metric}}}} estimated",
                     "B",
                 ),
@@ -140,7 +146,10 @@ def overview() -> Dashboard:
                 "Label coverage",
                 "Share of the window's predictions that have a ground-truth label.",
                 "percentunit",
-                query('sum by (model) (driftline_label_coverage_ratio{segment=""})', m),
+                query(
+                    f"sum by (model) (driftline_label_coverage_ratio{{{WHOLE}}})",
+                    m,
+                ),
                 maximum=1,
             )
         )

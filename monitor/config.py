@@ -401,6 +401,9 @@ class KpiSettings(_Settings):
 #: bytes a pending label-join entry takes besides its event id (arrays and index; measured
 #: 110, rounded up)
 JOIN_ENTRY_BYTES = 160
+#: bytes more per pending prediction that keeps the fields of label-aware KPIs (a row of
+#: numbers: measured 102, rounded up)
+KPI_ROW_BYTES = 128
 
 
 class LabelSettings(_Settings):
@@ -412,14 +415,15 @@ class LabelSettings(_Settings):
     #: fit it at the longest event id allowed (``validation.max_id_length``)
     max_bytes: int = Field(512 << 20, ge=1 << 20)
 
-    def capacity_within(self, max_id_length: int) -> int:
+    def capacity_within(self, max_id_length: int, extra: int = 0) -> int:
         """The capacity that keeps a join side within :attr:`max_bytes` (measured: about
-        110 bytes of arrays and index per entry, plus the id string, 49 + its length).
+        110 bytes of arrays and index per entry, plus the id string, 49 + its length, plus
+        ``extra`` bytes an entry keeps besides, such as :data:`KPI_ROW_BYTES`).
 
         >>> LabelSettings(capacity=10**6, max_bytes=64 << 20).capacity_within(256)
         144320
         """
-        per_entry = JOIN_ENTRY_BYTES + 49 + max_id_length
+        per_entry = JOIN_ENTRY_BYTES + 49 + max_id_length + extra
         return max(1, min(self.capacity, self.max_bytes // per_entry))
 
 
@@ -459,6 +463,12 @@ class ModelSettings(_Settings):
     versions: VersionSettings = Field(default_factory=VersionSettings)
     #: named per-window aggregations of event fields
     kpis: dict[Name, KpiSettings] = Field(default_factory=dict, max_length=32)
+
+    def join_capacity(self, max_id_length: int) -> int:
+        """A partition's label-join capacity for this model, within ``labels.max_bytes``: a
+        pending prediction keeps the fields of label-aware KPIs too."""
+        aware = any(k.where.get("label") for k in self.kpis.values())
+        return self.labels.capacity_within(max_id_length, KPI_ROW_BYTES if aware else 0)
 
     @field_validator("positive_label", "negative_label", mode="before")
     @classmethod

@@ -45,10 +45,12 @@ def inferred_columns(columns: dict[str, NDArray[Any]], n: int) -> dict[str, NDAr
 
 
 class StreamReference:
-    """Collects the first ``events`` events of a model version, then builds its profile.
+    """Collects the first ``events`` events of each model version, then builds its profile.
 
-    Memory is bounded by ``events`` rows. Events of other versions that arrive while a
-    version is being collected are not part of that reference.
+    Several versions are collected at once (a shadow challenger and a canary starting
+    together each get theirs), at most ``concurrent`` of them; a version with no event for
+    ``idle`` seconds gives its place up (its events are dropped), so versions seen once do
+    not hold the places forever. Memory is bounded by ``events`` rows per place.
     """
 
     def __init__(
@@ -58,45 +60,72 @@ class StreamReference:
         specs: Sequence[FeatureSpec] | None = None,
         options: BinningOptions | None = None,
         segments: SegmentOptions | None = None,
+        *,
+        concurrent: int = 3,
+        idle: float = 3600.0,
     ) -> None:
         self.model = model
         self.segments = segments
         self.target = events
         self.specs = specs
         self.options = options or BinningOptions()
-        self.version: str | None = None
-        self._parts: list[EventBatch] = []
-        self._collected = 0
+        self.concurrent = max(concurrent, 1)
+        self.idle = idle
+        #: per version being collected: its batches, its events and when it last had some
+        self._parts: dict[str | None, list[EventBatch]] = {}
+        self._counts: dict[str | None, int] = {}
+        self._seen: dict[str | None, float] = {}
         self.profiled_versions: set[str | None] = set()
 
     @property
     def collected(self) -> int:
-        return self._collected
+        """Events of the version furthest along."""
+        return max(self._counts.values(), default=0)
 
-    def wants(self, batch: EventBatch) -> NDArray[np.bool_]:
-        """Which events of ``batch`` belong to the reference being collected."""
+    @property
+    def collecting(self) -> tuple[str | None, ...]:
+        return tuple(self._counts)
+
+    def take(
+        self, batch: EventBatch, now: float | None = None
+    ) -> tuple[NDArray[np.bool_], list[ReferenceProfile]]:
+        """Take the events of ``batch`` that belong to a reference being collected (a
+        version not profiled yet starts one when there is a place); return which were
+        taken and the profiles completed."""
         versions = batch.model_version
-        if self.version is None and self._collected == 0:
-            fresh = [v for v in dict.fromkeys(versions.tolist()) if v not in self.profiled_versions]
-            if not fresh:
-                return np.zeros(len(batch), dtype=bool)
-            self.version = fresh[0]
-        return np.asarray(versions == self.version, dtype=bool)
+        taken = np.zeros(len(batch), dtype=bool)
+        if now is not None:
+            for v in [v for v, t in self._seen.items() if now - t > self.idle]:
+                del self._parts[v], self._counts[v], self._seen[v]
+        done = []
+        for v in dict.fromkeys(versions.tolist()):
+            if v in self.profiled_versions:
+                continue
+            if v not in self._counts:
+                if len(self._counts) >= self.concurrent:
+                    continue
+                self._parts[v], self._counts[v] = [], 0
+            rows = np.flatnonzero(versions == v)[: self.target - self._counts[v]]
+            taken[rows] = True
+            if now is not None:
+                self._seen[v] = now
+            else:
+                self._seen.setdefault(v, -np.inf)
+            mine = np.zeros(len(batch), dtype=bool)
+            mine[rows] = True
+            profile = self._add(v, batch.select(mine))
+            if profile is not None:
+                done.append(profile)
+        return taken, done
 
-    def add(self, batch: EventBatch) -> ReferenceProfile | None:
-        """Take the wanted events of ``batch``; return the profile once complete."""
-        room = self.target - self._collected
-        if room <= 0 or len(batch) == 0:
+    def _add(self, version: str | None, batch: EventBatch) -> ReferenceProfile | None:
+        self._parts[version].append(batch)
+        self._counts[version] += len(batch)
+        if self._counts[version] < self.target:
             return None
-        if len(batch) > room:
-            keep = np.zeros(len(batch), dtype=bool)
-            keep[:room] = True
-            batch = batch.select(keep)
-        self._parts.append(batch)
-        self._collected += len(batch)
-        if self._collected < self.target:
-            return None
-        merged = _merge(self._parts)
+        merged = _merge(self._parts.pop(version))
+        del self._counts[version], self._seen[version]
+        self.profiled_versions.add(version)
         columns: dict[str, NDArray[Any]] = {**merged.categorical, **merged.numerical}
         if not self.specs:  # inferred: bounded, whatever the producers sent
             columns = inferred_columns(columns, len(merged))
@@ -105,13 +134,11 @@ class StreamReference:
         elif any(v is not None for v in merged.label.tolist()):
             columns[PREDICTION] = merged.label
         profile = build_profile(
-            self.model, columns, self.specs, self.options, model_version=self.version
+            self.model, columns, self.specs, self.options, model_version=version
         )
         if self.segments is not None:
             tags = {f"{TAG_PREFIX}{k}": v for k, v in merged.tags.items()}
             profile = self.segments.apply(profile, {**merged.categorical, **tags, **columns})
-        self.profiled_versions.add(self.version)
-        self.version, self._parts, self._collected = None, [], 0
         return profile
 
 

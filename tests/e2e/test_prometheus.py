@@ -130,8 +130,12 @@ def _records(rng: np.random.Generator, t0: float) -> Iterator[bytes]:
             "features": features,
             "prediction": float(cols["prediction"][i]),
             "latency_ms": float(latency[i]),
+            "model_version": "v1",
         }
         yield msgspec.json.encode(event)
+        if i % 2 == 0:  # a shadow challenger answers half of the requests too
+            shadow = {**event, "model_version": "v2", "prediction": 1.0 - event["prediction"]}
+            yield msgspec.json.encode(shadow)
         if i % 100 == 0:  # dead letters: one unreadable, one with a bad field
             yield b"{not json"
             yield msgspec.json.encode({"event_id": f"bad{i}", "model": MODEL, "features": 3})
@@ -351,7 +355,7 @@ def test_dashboards_and_rules_against_a_real_prometheus(
             m = _samples(http.port)
             return (
                 m.get(("driftline_events_total", (("kind", "prediction"), ("model", MODEL))))
-                == EVENTS
+                == EVENTS + EVENTS // 2  # the shadow's predictions are events too
                 and m.get(("driftline_feature_drifted", (("feature", DRIFTED), ("model", MODEL))))
                 == 1.0
                 and ("driftline_checkpoint_timestamp_seconds", ()) in m

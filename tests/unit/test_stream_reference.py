@@ -33,14 +33,33 @@ def batch(n: int, version: str, shift: float = 0.0, seed: int = 0) -> EventBatch
     )
 
 
+def test_versions_starting_together_are_collected_together_in_bounded_places():
+    """A shadow challenger and a canary starting at once each get a reference; a third
+    new version waits for a place, and a version gone idle gives its place up."""
+    ref = StreamReference("m", events=100, concurrent=2, idle=60.0)
+    mixed = EventBatch.concat([batch(60, "v2"), batch(60, "v3"), batch(60, "v4")])
+    taken, done = ref.take(mixed, now=0.0)
+    assert done == []
+    assert taken.tolist() == [True] * 120 + [False] * 60
+    assert ref.collecting == ("v2", "v3")
+    taken, done = ref.take(EventBatch.concat([batch(60, "v2"), batch(60, "v3")]), now=1.0)
+    assert sorted(p.model_version for p in done) == ["v2", "v3"]
+    assert taken.sum() == 80
+    ref.take(batch(10, "v5"), now=2.0)
+    ref.take(batch(10, "v6"), now=2.0)
+    assert ref.take(batch(10, "v7"), now=3.0)[0].sum() == 0  # no place
+    assert ref.take(batch(10, "v7"), now=100.0)[0].all()  # v5 and v6 went idle
+    assert ref.collecting == ("v7",)
+
+
 def test_first_n_events_of_each_version_become_its_reference():
     ref = StreamReference("m", events=500)
-    b = batch(300, "v1")
-    assert ref.add(b.select(ref.wants(b))) is None
+    taken, done = ref.take(batch(300, "v1"))
+    assert taken.all()
+    assert done == []
     assert ref.collected == 300
-    b = batch(300, "v1", seed=1)
-    profile = ref.add(b.select(ref.wants(b)))
-    assert profile is not None
+    taken, (profile,) = ref.take(batch(300, "v1", seed=1))
+    assert taken.sum() == 200  # only as many as the reference still needs
     assert profile.n_events == 500
     assert profile.model_version == "v1"
     assert {f.name: f.kind for f in profile.features} == {
@@ -49,8 +68,8 @@ def test_first_n_events_of_each_version_become_its_reference():
     }
     assert profile.prediction is not None
     # the same version is not collected again; a new one is
-    assert not ref.wants(batch(10, "v1")).any()
-    assert ref.wants(batch(10, "v2")).all()
+    assert not ref.take(batch(10, "v1"))[0].any()
+    assert ref.take(batch(10, "v2"))[0].all()
 
 
 def event(i: int, version: str, x: float) -> bytes:
@@ -126,8 +145,7 @@ def test_junk_keys_of_a_few_events_do_not_become_features():
     long_name = np.empty(500, dtype=object)
     long_name[:] = ["v"] * 500
     b.categorical["n" * 500] = long_name  # present everywhere, but no name for a label
-    profile = StreamReference("m", events=500).add(b)
-    assert profile is not None
+    (profile,) = StreamReference("m", events=500).take(b)[1]
     assert {f.name for f in profile.features} == {"x", "c"}
     # many real features: the most present ones are kept, up to the cap
     wide = batch(500, "v1")
@@ -135,8 +153,7 @@ def test_junk_keys_of_a_few_events_do_not_become_features():
         col = np.empty(500, dtype=object)
         col[:] = [float(j)] * (500 - j) + [None] * j  # fewer values for later ones
         wide.categorical[f"f{j:03d}"] = col
-    profile = StreamReference("m", events=500).add(wide)
-    assert profile is not None
+    (profile,) = StreamReference("m", events=500).take(wide)[1]
     assert len(profile.features) == MAX_INFERRED_FEATURES
     assert "x" in {f.name for f in profile.features}
     assert "f249" not in {f.name for f in profile.features}
@@ -151,8 +168,7 @@ def test_a_stream_reference_takes_its_segments_from_the_collected_events():
     region = np.empty(400, dtype=object)
     region[:] = ["eu"] * 300 + ["us"] * 60 + [None] * 40
     b.tags = {"region": region}
-    profile = ref.add(b.select(ref.wants(b)))
-    assert profile is not None
+    (profile,) = ref.take(b)[1]
     assert profile.segments is not None
     assert profile.segments.names[:2] == ("tags.region=eu", "tags.region=other")
     assert profile.segments.reference_share[:2] == (0.75, 0.25)
