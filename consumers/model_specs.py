@@ -201,7 +201,7 @@ def kpis_of(settings: ModelSettings, profile: ReferenceProfile) -> KpiSet | None
         return np.asarray(normalize_labels(y_true) == positive, dtype=bool)
 
     kpis = {
-        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"), k.where.get("label"))
+        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"), k.where.get("label"), k.expr)
         for name, k in settings.kpis.items()
     }
     try:

@@ -20,10 +20,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     field_validator,
     model_validator,
 )
 
+from monitor.expressions import Expression
 from monitor.labels import normalize_label
 
 __all__ = [
@@ -360,14 +363,30 @@ class SegmentingSettings(_Settings):
     min_reference_events: int = Field(100, ge=1)
 
 
+def _expression(value: Any) -> Expression:
+    if isinstance(value, Expression):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('an expression is a string, e.g. "amount * (1 - discount)"')
+    return Expression.parse(value)
+
+
+#: arithmetic over numerical fields, parsed (and its nodes checked) when the config is read
+KpiExpression = Annotated[
+    Expression, PlainValidator(_expression), PlainSerializer(str, return_type=str)
+]
+
+
 class KpiSettings(_Settings):
-    """A business KPI: ``agg`` of ``field`` over the window's events, optionally only those
-    whose prediction or ground truth is ``positive`` or ``negative`` (binary
-    classification)."""
+    """A business KPI: ``agg`` of ``field`` (or of ``expr``) over the window's events,
+    optionally only those whose prediction or ground truth is ``positive`` or ``negative``
+    (binary classification)."""
 
     agg: Literal["count", "sum", "mean", "rate", "quantile"]
     #: a numerical feature or ``prediction`` (the score); none for a count (or a rate of events)
     field: str | None = None
+    #: instead of ``field``: ``+ - * /`` over numerical features, ``prediction`` and numbers
+    expr: KpiExpression | None = None
     #: the quantile, for ``agg: quantile``
     q: float | None = Field(None, gt=0, lt=1)
     where: dict[Literal["prediction", "label"], Literal["positive", "negative"]] = Field(
@@ -376,8 +395,18 @@ class KpiSettings(_Settings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.field is None and self.agg not in ("count", "rate"):
-            raise ValueError(f"@field: {self.agg} needs a field")
+        if self.field is not None and self.expr is not None:
+            raise ValueError("@expr: a KPI reads a field or an expression, not both")
+        if self.expr is not None and self.agg == "count":
+            raise ValueError("@expr: a count counts events; drop expr")
+        if self.expr is not None and self.agg == "quantile":
+            # the sketch's bins are the reference's quantile bins of one column
+            raise ValueError(
+                "@expr: a quantile is read from the reference's bins of one field and an "
+                "expression has none; use field, or sum/mean/rate of the expression"
+            )
+        if self.field is None and self.expr is None and self.agg not in ("count", "rate"):
+            raise ValueError(f"@field: {self.agg} needs a field (or expr)")
         if self.field is not None and self.agg == "count":
             raise ValueError("@field: a count counts events; drop field")
         if (self.q is None) == (self.agg == "quantile"):
@@ -487,6 +516,13 @@ class ModelSettings(_Settings):
                 raise ValueError(f"@kpis.{name}.field: no feature {k.field!r} in features")
             if feature is not None and feature.type != "numerical":
                 raise ValueError(f"@kpis.{name}.field: {k.field} is categorical, not numerical")
+            for operand in k.expr.names if k.expr is not None else ():
+                feature = self.features.get(operand)
+                where = f"@kpis.{name}.expr: {operand} in {k.expr}"
+                if operand != "prediction" and self.features and feature is None:
+                    raise ValueError(f"{where} is no feature of features")
+                if feature is not None and feature.type != "numerical":
+                    raise ValueError(f"{where} is categorical, not numerical")
         for name, o in self.drift.overrides.items():
             key = f"drift.overrides.{name}"
             feature = self.features.get(name)

@@ -1,12 +1,13 @@
 """Business KPIs: named per-window aggregations of an event field, as mergeable vectors.
 
-A KPI aggregates one field (a numerical feature, or ``prediction``: the score) of the
-window's events, optionally only where the prediction is positive or negative and where
-the ground truth is (a *label-aware* KPI, counted when the label joins its prediction, in
-the prediction's pane, like realized performance): ``count``,
-``sum``, ``mean``, ``rate`` (the sum, or the count without a field, per second of window)
-and ``quantile`` (from a histogram in the reference's fine quantile bins of the field, which
-adds up across panes and partitions like every other count). Each KPI is a slice of a
+A KPI aggregates one field (a numerical feature, or ``prediction``: the score), or an
+arithmetic :class:`~monitor.expressions.Expression` of them, over the window's events,
+optionally only where the prediction is positive or negative and where the ground truth
+is (a *label-aware* KPI, counted when the label joins its prediction, in the prediction's
+pane, like realized performance): ``count``, ``sum``, ``mean``, ``rate`` (the sum, or the
+count without a field, per second of window) and ``quantile`` (from a histogram in the
+reference's fine quantile bins of the field, which adds up across panes and partitions
+like every other count). Each KPI is a slice of a
 pane's accumulator vector: ``[events, sum]``, or the histogram's counts then its value sums.
 
 >>> from monitor.reference import build_profile
@@ -27,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.binning import NumericBins
+from monitor.expressions import Expression
 from monitor.reference import PREDICTION, ReferenceProfile
 from monitor.schema import FeatureKind
 
@@ -40,7 +42,7 @@ Positive = Callable[[NDArray[np.float64], NDArray[np.object_]], NDArray[np.bool_
 
 @dataclass(frozen=True)
 class Kpi:
-    """One KPI: its aggregation, field and filter on the prediction."""
+    """One KPI: its aggregation, field (or expression) and filters."""
 
     agg: str
     field: str | None = None
@@ -49,6 +51,14 @@ class Kpi:
     prediction: str | None = None
     #: ``"positive"`` or ``"negative"``: only events whose ground truth is (label-aware)
     label: str | None = None
+    #: instead of ``field``: evaluated on the events' columns (not with ``quantile``: its
+    #: sketch's bins are the reference's of one column)
+    expr: Expression | None = None
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """The fields it reads."""
+        return self.expr.names if self.expr is not None else (self.field,) if self.field else ()
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,15 @@ class KpiSet:
         self.truth = truth
         self.size = sum(s.size for s in slots)
         #: the fields label-aware KPIs read, which a prediction keeps until its label joins
+        #: (an expression's operands; its ``prediction`` is the joined pair's score)
         self.joined_fields = tuple(
-            dict.fromkeys(s.kpi.field for s in slots if s.kpi.label and s.kpi.field)
+            dict.fromkeys(
+                f
+                for s in slots
+                if s.kpi.label
+                for f in s.kpi.operands
+                if s.kpi.expr is None or f != PREDICTION
+            )
         )
 
     @classmethod
@@ -96,15 +113,19 @@ class KpiSet:
         for name, kpi in kpis.items():
             bins = None
             fp = None
-            if kpi.field == PREDICTION:
-                fp = profile.prediction
-                if fp is not None and fp.kind is not FeatureKind.NUMERICAL:
-                    raise ValueError(f"kpi {name}: the prediction is a class, not a number")
-            elif kpi.field is not None:
-                fp = next((f for f in profile.features if f.name == kpi.field), None)
+            if kpi.expr is not None and kpi.agg == "quantile":
+                raise ValueError(f"kpi {name}: a quantile of an expression has no bins")
+            for operand in kpi.operands:
+                where = operand if kpi.expr is None else f"{operand} in {kpi.expr}"
+                if operand == PREDICTION:
+                    fp = profile.prediction
+                    if fp is not None and fp.kind is not FeatureKind.NUMERICAL:
+                        raise ValueError(f"kpi {name}: the prediction is a class, not a number")
+                    continue
+                fp = next((f for f in profile.features if f.name == operand), None)
                 if fp is None or fp.kind is not FeatureKind.NUMERICAL:
                     # a sum of a column that never comes would be 0 forever
-                    raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
+                    raise ValueError(f"kpi {name}: {where} is no numerical reference column")
             if kpi.agg == "quantile":
                 if fp is None:
                     raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
@@ -122,6 +143,7 @@ class KpiSet:
         """Names the KPIs and their places in the vector (part of a pane's fingerprint)."""
         return json.dumps(
             [[s.name, s.kpi.agg, s.kpi.field, s.kpi.q, s.kpi.prediction, s.kpi.label, s.size]
+             + ([s.kpi.expr.text] if s.kpi.expr is not None else [])
              for s in self.slots]
         )  # fmt: skip
 
@@ -176,10 +198,13 @@ class KpiSet:
                 if positive is None:
                     positive = self.positive(score, label)
                 keep &= positive if k.prediction == "positive" else ~positive
-            if k.field is None:
+            if k.expr is not None:
+                values: NDArray[np.float64] | None = k.expr.evaluate(numerical, score)
+            elif k.field is None:
                 out[s.start] = float(keep.sum())
                 continue
-            values = score if k.field == PREDICTION else numerical.get(k.field)
+            else:
+                values = score if k.field == PREDICTION else numerical.get(k.field)
             if values is None:
                 continue
             values = values[keep]
@@ -207,7 +232,7 @@ class KpiSet:
                     out[s.name] = q
                 continue
             n, total = float(part[0]), float(part[1])
-            amount = n if s.kpi.field is None else total
+            amount = total if s.kpi.operands else n
             if agg == "count":
                 out[s.name] = n
             elif agg == "sum":

@@ -373,7 +373,8 @@ class ModelMonitor:
             return None
         out = np.full((len(joined), len(self.kpis.joined_fields)), np.nan)
         if joined.kpi is not None:
-            kept = np.flatnonzero(np.not_equal(joined.kpi, np.array(None, dtype=object)))
+            # a cell is a row of fields (or None): comparing rows with None is elementwise
+            kept = np.flatnonzero([row is not None for row in joined.kpi])
             if kept.size:
                 out[kept] = np.array(joined.kpi[kept].tolist(), dtype=np.float64)
         return out

@@ -62,6 +62,14 @@ def test_check_config_bad_config_exits_2_naming_file_key_and_reason(tmp_path):
     [
         ("{agg: sum, field: amout}", "kpi caught: amout is no numerical reference column"),
         ("{agg: mean, field: country}", "kpi caught: country is no numerical reference column"),
+        (
+            '{agg: sum, expr: "amount * (1 - discont)"}',
+            "kpi caught: discont in amount * (1 - discont) is no numerical reference column",
+        ),
+        (
+            '{agg: mean, expr: "amount / country"}',
+            "kpi caught: country in amount / country is no numerical reference column",
+        ),
     ],
 )
 def test_check_config_refuses_a_kpi_on_a_column_the_reference_lacks(config_file, kpi, reason):
@@ -74,6 +82,23 @@ def test_check_config_refuses_a_kpi_on_a_column_the_reference_lacks(config_file,
     assert r.returncode == 2, r.stdout
     assert "driftline.yaml: models[0].kpis:" in r.stderr
     assert reason in r.stderr
+
+
+def test_check_config_prints_a_kpi_expression_in_normal_form_or_names_its_key(config_file):
+    config_file.write_text(
+        "models:\n  - name: fraud\n    reference: {path: ref.csv}\n"
+        '    kpis: {net: {agg: sum, expr: "amount*(1-prediction)"}}\n'
+    )
+    r = run("check-config", "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    assert "expr: amount * (1 - prediction)" in r.stdout
+    config_file.write_text(
+        "models:\n  - name: fraud\n    reference: {path: ref.csv}\n"
+        "    kpis: {net: {agg: sum, expr: \"__import__('os').getcwd()\"}}\n"
+    )
+    r = run("check-config", "--config", str(config_file))
+    assert r.returncode == 2, r.stdout
+    assert "driftline.yaml: models[0].kpis.net.expr: a call is not allowed" in r.stderr
 
 
 def test_reference_build_writes_a_profile_the_service_accepts(tmp_path, config_file):
