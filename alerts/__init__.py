@@ -9,7 +9,7 @@ edge: secrets from the environment, a durable outbox and the threads that send i
 
 from alerts.delivery import Dispatcher, backoff_delay, retry_after_seconds
 from alerts.destinations import Destination
-from alerts.exceptions import AlertsError, OutboxError
+from alerts.exceptions import AlertsError, CredentialsError, OutboxError
 from alerts.formats import (
     fingerprint,
     format_value,
@@ -37,6 +37,7 @@ __all__ = [
     "Alert",
     "AlertState",
     "AlertsError",
+    "CredentialsError",
     "Destination",
     "Dispatcher",
     "HttpRequest",

@@ -640,7 +640,7 @@ _TARGET_NEEDS = {
     "airflow": ("dag_id",),
     "github": ("repo", "token_env"),
     "kubeflow": ("pipeline_id",),
-    "vertex": ("project", "region", "template_uri", "token_env"),
+    "vertex": ("project", "region", "template_uri"),
 }
 _TARGET_ONLY = {
     "dag_id": "airflow",
@@ -651,6 +651,7 @@ _TARGET_ONLY = {
     "template_uri": "vertex",
     "pipeline_root": "vertex",
     "service_account": "vertex",
+    "credentials": "vertex",
 }
 
 
@@ -660,8 +661,13 @@ class RetrainingTarget(_Settings):
     url: Url | None = None
     #: Standard Webhooks signing of the request when set
     secret_env: EnvName | None = None
-    #: bearer token (GitHub, Airflow, Kubeflow); must be set when named
+    #: bearer token (GitHub, Airflow, Kubeflow, Vertex AI); must be set when named
     token_env: EnvName | None = None
+    #: Vertex AI, instead of ``token_env``: ``google`` takes access tokens from Google
+    #: Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's, or
+    #: the metadata server's) and refreshes them before they expire; the optional extra
+    #: ``driftline[google]``
+    credentials: Literal["google"] | None = None
     #: deadline of a whole request: connecting, sending and reading the answer
     timeout: PositiveDuration = 30.0
     dag_id: str | None = None
@@ -692,6 +698,12 @@ class RetrainingTarget(_Settings):
         for key, kind in _TARGET_ONLY.items():
             if getattr(self, key) is not None and self.type != kind:
                 raise ValueError(f"@{key}: applies to {kind} targets only, not {self.type}")
+        if self.type == "vertex" and (self.token_env is None) == (self.credentials is None):
+            # an access token from the environment expires within the hour
+            raise ValueError(
+                "@credentials: a vertex target needs credentials: google (tokens refreshed "
+                "from Application Default Credentials) or token_env, not both"
+            )
         return self
 
 
