@@ -361,6 +361,10 @@ class SegmentingSettings(_Settings):
     #: reference); ``whole``: always with the whole reference
     reference: Literal["slice", "whole"] = "slice"
     min_reference_events: int = Field(100, ge=1)
+    #: memory of one pane of the model, in bytes: every segment is one more copy of the
+    #: model's bins in each pane of the window (of each partition, and in each checkpoint),
+    #: so a reference whose segments would make a larger pane is refused at start
+    max_pane_bytes: int = Field(8 << 20, ge=1 << 16)
 
 
 def _expression(value: Any) -> Expression:
