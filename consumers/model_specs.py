@@ -31,7 +31,7 @@ from monitor.panes import CountLayout, PaneCounts
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
-from monitor.segments import SegmentOptions
+from monitor.segments import TAG_PREFIX, SegmentOptions
 from monitor.stream_reference import StreamReference
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "positive_label_of",
     "segment_options_of",
     "specs_of",
+    "tags_of",
 ]
 
 log = logging.getLogger("driftline.service")
@@ -175,6 +176,15 @@ def profile_of_columns(settings: ModelSettings, columns: Mapping[str, Any]) -> R
     if cut is None:
         return profile
     return cut.apply(profile, {k: np.asarray(v) for k, v in columns.items()})
+
+
+def tags_of(settings: ModelSettings) -> tuple[str, ...]:
+    """The event tags a model's batches keep (without ``tags.``): those its segments and
+    its KPIs read; the decoder drops the others."""
+    fields = list(settings.segments)
+    for k in settings.kpis.values():
+        fields += k.expr.names if k.expr is not None else [k.field] if k.field else []
+    return tuple(dict.fromkeys(f[len(TAG_PREFIX) :] for f in fields if f.startswith(TAG_PREFIX)))
 
 
 def segment_options_of(settings: ModelSettings) -> SegmentOptions | None:

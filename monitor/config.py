@@ -387,9 +387,11 @@ class KpiSettings(_Settings):
     (binary classification)."""
 
     agg: Literal["count", "sum", "mean", "rate", "quantile"]
-    #: a numerical feature or ``prediction`` (the score); none for a count (or a rate of events)
+    #: a numerical feature, ``prediction`` (the score) or ``tags.NAME`` (an event tag read as
+    #: a number); none for a count (or a rate of events)
     field: str | None = None
-    #: instead of ``field``: ``+ - * /`` over numerical features, ``prediction`` and numbers
+    #: instead of ``field``: ``+ - * /`` over numerical features, ``prediction``,
+    #: ``tags.NAME`` and numbers
     expr: KpiExpression | None = None
     #: the quantile, for ``agg: quantile``
     q: float | None = Field(None, gt=0, lt=1)
@@ -413,6 +415,11 @@ class KpiSettings(_Settings):
             raise ValueError(f"@field: {self.agg} needs a field (or expr)")
         if self.field is not None and self.agg == "count":
             raise ValueError("@field: a count counts events; drop field")
+        if self.agg == "quantile" and (self.field or "").startswith("tags."):
+            raise ValueError(
+                "@field: a quantile is read from the reference's bins of its field and a tag "
+                "has none; use sum/mean/rate of the tag"
+            )
         if (self.q is None) == (self.agg == "quantile"):
             raise ValueError("@q: required by agg: quantile, and by it only")
         return self
@@ -516,14 +523,21 @@ class ModelSettings(_Settings):
             if k.where and self.task != "binary_classification":
                 raise ValueError(f"@kpis.{name}.where: applies to binary_classification only")
             feature = self.features.get(k.field or "")
-            if k.field not in (None, "prediction") and self.features and feature is None:
+            tag = (k.field or "").startswith("tags.")
+            if (
+                k.field not in (None, "prediction")
+                and self.features
+                and not tag
+                and feature is None
+            ):
                 raise ValueError(f"@kpis.{name}.field: no feature {k.field!r} in features")
             if feature is not None and feature.type != "numerical":
                 raise ValueError(f"@kpis.{name}.field: {k.field} is categorical, not numerical")
             for operand in k.expr.names if k.expr is not None else ():
                 feature = self.features.get(operand)
                 where = f"@kpis.{name}.expr: {operand} in {k.expr}"
-                if operand != "prediction" and self.features and feature is None:
+                tag = operand.startswith("tags.")
+                if operand != "prediction" and self.features and not tag and feature is None:
                     raise ValueError(f"{where} is no feature of features")
                 if feature is not None and feature.type != "numerical":
                     raise ValueError(f"{where} is categorical, not numerical")

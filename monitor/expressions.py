@@ -2,12 +2,12 @@
 columns.
 
 An expression is ``+ - * /``, unary minus, parentheses, numbers and names: a numerical
-feature, or ``prediction`` (the score). It is parsed with :mod:`ast` and every node is
-checked against that list, so a configuration never runs code: there is no call,
-attribute, subscript, comparison or lookup beyond the columns handed to
-:meth:`Expression.evaluate`. Values follow IEEE arithmetic on float64 columns: a missing
-operand gives NaN and a division by zero ±inf or NaN, which a KPI leaves out like a
-missing value.
+feature, ``prediction`` (the score) or ``tags.NAME`` (an event tag read as a number). It
+is parsed with :mod:`ast` and every node is checked against that list, so a configuration
+never runs code: there is no call, attribute (but ``tags.NAME``), subscript, comparison or
+lookup beyond the columns handed to :meth:`Expression.evaluate`. Values follow IEEE
+arithmetic on float64 columns: a missing operand gives NaN and a division by zero ±inf or
+NaN, which a KPI leaves out like a missing value.
 
 >>> e = Expression.parse("amount*(1 - discount)")
 >>> str(e), e.names
@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.reference import PREDICTION
+from monitor.segments import TAG_PREFIX
 
 __all__ = ["MAX_LENGTH", "Expression"]
 
@@ -120,6 +121,9 @@ def _check(node: ast.expr, names: list[str]) -> None:
             raise ValueError(f"{node.value!r} is not a finite number: {_ALLOWED}")
     elif isinstance(node, ast.Name):
         names.append(node.id)
+    elif _is_tag(node):
+        assert isinstance(node, ast.Attribute)
+        names.append(f"{TAG_PREFIX}{node.attr}")
     else:
         what = next((w for t, w in _WHAT.items() if isinstance(node, t)), type(node).__name__)
         raise ValueError(f"{what} is not allowed: {_ALLOWED}")
@@ -136,8 +140,21 @@ def _evaluate(node: ast.expr, columns: Mapping[str, Column], score: Column) -> C
     if isinstance(node, ast.Constant):
         assert isinstance(node.value, int | float)  # checked by _check
         return float(node.value)
-    assert isinstance(node, ast.Name)  # nothing else passes _check
-    if node.id == PREDICTION:
+    if isinstance(node, ast.Attribute):  # tags.NAME: nothing else passes _check
+        name = f"{TAG_PREFIX}{node.attr}"
+    else:
+        assert isinstance(node, ast.Name)
+        name = node.id
+    if name == PREDICTION:
         return score
-    column = columns.get(node.id)
+    column = columns.get(name)
     return np.full(score.shape, np.nan) if column is None else column
+
+
+def _is_tag(node: ast.expr) -> bool:
+    """``tags.NAME``: the one attribute an expression may read."""
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == TAG_PREFIX[:-1]
+    )

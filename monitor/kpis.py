@@ -21,6 +21,7 @@ pane's accumulator vector: ``[events, sum]``, or the histogram's counts then its
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -28,9 +29,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.binning import NumericBins
+from monitor.events import EventBatch
 from monitor.expressions import Expression
 from monitor.reference import PREDICTION, ReferenceProfile
 from monitor.schema import FeatureKind
+from monitor.segments import TAG_PREFIX
 
 __all__ = ["AGGREGATIONS", "Kpi", "KpiSet"]
 
@@ -86,6 +89,15 @@ class KpiSet:
         self.positive = positive
         self.truth = truth
         self.size = sum(s.size for s in slots)
+        #: the event tags the KPIs read as numbers (without ``tags.``)
+        self.tags = tuple(
+            dict.fromkeys(
+                f.removeprefix(TAG_PREFIX)
+                for s in slots
+                for f in s.kpi.operands
+                if f.startswith(TAG_PREFIX)
+            )
+        )
         #: the fields label-aware KPIs read, which a prediction keeps until its label joins
         #: (an expression's operands; its ``prediction`` is the joined pair's score)
         self.joined_fields = tuple(
@@ -113,10 +125,13 @@ class KpiSet:
         for name, kpi in kpis.items():
             bins = None
             fp = None
-            if kpi.expr is not None and kpi.agg == "quantile":
-                raise ValueError(f"kpi {name}: a quantile of an expression has no bins")
+            tagged = any(f.startswith(TAG_PREFIX) for f in kpi.operands)
+            if kpi.agg == "quantile" and (kpi.expr is not None or tagged):
+                raise ValueError(f"kpi {name}: a quantile of an expression or a tag has no bins")
             for operand in kpi.operands:
                 where = operand if kpi.expr is None else f"{operand} in {kpi.expr}"
+                if operand.startswith(TAG_PREFIX):
+                    continue  # no reference column: tags come with the events
                 if operand == PREDICTION:
                     fp = profile.prediction
                     if fp is not None and fp.kind is not FeatureKind.NUMERICAL:
@@ -146,6 +161,18 @@ class KpiSet:
              + ([s.kpi.expr.text] if s.kpi.expr is not None else [])
              for s in self.slots]
         )  # fmt: skip
+
+    def columns(
+        self, batch: EventBatch, rows: NDArray[np.intp] | None = None
+    ) -> dict[str, NDArray[np.float64]]:
+        """The numerical columns of ``batch`` (of its ``rows``) and, as ``tags.NAME``, the
+        tags the KPIs read, as numbers (NaN where a tag is missing or no number)."""
+        out = {k: v if rows is None else v[rows] for k, v in batch.numerical.items()}
+        for name in self.tags:
+            column = batch.tags.get(name)
+            if column is not None:
+                out[TAG_PREFIX + name] = numbers(column if rows is None else column[rows])
+        return out
 
     def accumulate(
         self,
@@ -242,6 +269,31 @@ class KpiSet:
             elif agg == "rate" and seconds:
                 out[s.name] = amount / seconds
         return out
+
+
+def numbers(column: NDArray[np.object_]) -> NDArray[np.float64]:
+    """Tag values (strings, ``None`` where missing) as numbers, NaN for what is none: parsed
+    by numpy in one pass, or once per distinct value when some value is no number.
+
+    >>> numbers(np.array(["1.5", None, "2", "n/a", " 3 "], dtype=object))
+    array([1.5, nan, 2. , nan, 3. ])
+    """
+    out = np.full(column.size, np.nan)
+    present = np.flatnonzero(np.not_equal(column, np.array(None, dtype=object)))
+    values = column[present]
+    try:
+        out[present] = values.astype(np.float64)
+    except (TypeError, ValueError):
+        distinct, inverse = np.unique(values.astype(str), return_inverse=True)
+        out[present] = np.array([_number(v) for v in distinct.tolist()])[inverse]
+    return out
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _quantile(bins: NumericBins, part: NDArray[np.float64], q: float) -> float | None:

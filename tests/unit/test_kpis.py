@@ -602,3 +602,125 @@ def test_panes_of_another_expression_have_another_fingerprint() -> None:
 
     assert fingerprint("a*(1-b)") == fingerprint("a * (1 - b)")
     assert fingerprint("a * (1 - b)") != fingerprint("a * (1 + b)")
+
+
+# -- tags read as numbers -------------------------------------------------------------------
+
+TAGGED: dict[str, Any] = {
+    "items": {"agg": "sum", "field": "tags.items"},
+    "items_per_second": {"agg": "rate", "field": "tags.items"},
+    "mean_items": {"agg": "mean", "field": "tags.items"},
+    "amount_per_item": {"agg": "mean", "expr": "amount / tags.items"},
+    "items_caught": {"agg": "sum", "field": "tags.items", "where": {"label": "positive"}},
+    "net_caught": {
+        "agg": "sum",
+        "expr": "amount * (1 - discount) * tags.items",
+        "where": {"label": "positive"},
+    },
+}
+
+
+def with_items(rng: np.random.Generator, b: EventBatch) -> np.ndarray:
+    """Give ``b`` an ``items`` tag (strings as sent; some missing, some no number) and
+    return its numbers, parsed here one by one."""
+    n = len(b)
+    raw = np.empty(n, dtype=object)
+    raw[:] = [str(v) for v in rng.integers(0, 6, n)]
+    raw[rng.random(n) < 0.05] = None
+    raw[rng.random(n) < 0.03] = "n/a"
+    b.tags = {**b.tags, "items": raw}
+    return np.array([np.nan if v in (None, "n/a") else float(v) for v in raw.tolist()])
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), panes=st.integers(1, 3))
+def test_tag_kpis_equal_numpy_per_window_and_per_segment(seed: int, panes: int) -> None:
+    rng = np.random.default_rng(seed)
+    pane = 10.0
+    profile = expression_profile(rng, by_slice=False)
+    s = ModelSettings.model_validate(
+        {"name": "m", "reference": {"path": "r"}, "kpis": TAGGED, "positive_label": "fraud"}
+    )
+    m = ModelMonitor(
+        profile,
+        WindowSpec(pane, pane * panes, 0.0),
+        performance=accumulator_for("binary_classification", positive_label="fraud"),
+        kpis=kpis_of(s, profile),
+    )
+    assert m.kpis is not None
+    assert m.kpis.tags == ("items",)
+    join = LabelJoin()
+    seen, items, truth = [], [], []
+    for i in range(panes + 1):  # the first pane expires when panes > 0
+        b = expression_batch(rng, int(rng.integers(200, 500)), i * pane, (i + 1) * pane)
+        b.event_id = [f"p{i}e{j}" for j in range(len(b))]
+        items.append(with_items(rng, b))
+        y = np.where(rng.random(len(b)) < b.score, "fraud", "ok").astype(object)
+        m.ingest(b)
+        m.add_joined(
+            join.add_predictions(
+                b.event_id, b.event_time, b.score, b.label, b.model_version, now=0.0,
+                segment=m.segment_cells(b), kpi=m.kpi_values(b),
+            )
+        )  # fmt: skip
+        m.add_joined(join.add_labels(b.event_id, y, np.full(len(b), 1.0), now=0.0))
+        seen.append(b)
+        truth.append(y)
+    m.advance((panes + 1) * pane)
+    ev = m.evaluate(now=0.0)
+    inside = EventBatch.concat(seen[-panes:])
+    tag, y = np.concatenate(items[-panes:]), np.concatenate(truth[-panes:])
+    for segment, mask in {
+        None: np.ones(len(inside), dtype=bool),
+        "tags.region=eu": inside.tags["region"] == "eu",
+        "tags.region=other": inside.tags["region"] == "ap",
+    }.items():
+        got = ev.kpis if segment is None else ev.segments[segment].kpis
+        t = tag[mask]
+        a, d = inside.numerical["amount"][mask], inside.numerical["discount"][mask]
+        fraud = y[mask] == "fraud"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_item, net = a / t, a * (1 - d) * t
+        ok = np.isfinite(t)
+        want = {
+            "items": t[ok].sum(),
+            "items_per_second": t[ok].sum() / (panes * pane),
+            "mean_items": t[ok].mean(),
+            "amount_per_item": per_item[np.isfinite(per_item)].mean(),
+            "items_caught": t[ok & fraud].sum(),
+            "net_caught": net[np.isfinite(net) & fraud].sum(),
+        }
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, rel=1e-9), (segment, name)
+
+
+def test_the_decoder_keeps_the_tags_kpis_and_segments_read() -> None:
+    from consumers.model_specs import tags_of
+
+    s = ModelSettings.model_validate(
+        {
+            "name": "m",
+            "reference": {"path": "r"},
+            "features": {"amount": {"type": "numerical"}},  # tags are no features
+            "segments": ["tags.region"],
+            "kpis": {
+                "a": {"agg": "sum", "field": "tags.items"},
+                "b": {"agg": "mean", "expr": "amount * tags.qty / tags.items"},
+                "c": {"agg": "sum", "field": "amount"},
+            },
+        }
+    )
+    assert tags_of(s) == ("region", "items", "qty")
+
+
+@pytest.mark.parametrize(
+    ("kpi", "error"),
+    [
+        ({"agg": "quantile", "q": 0.5, "field": "tags.items"}, "a tag has none"),
+        ({"agg": "sum", "expr": "amount * tags['items']"}, "a subscript is not allowed"),
+        ({"agg": "sum", "expr": "amount * other.items"}, "an attribute is not allowed"),
+    ],
+)
+def test_a_bad_tag_kpi_is_refused(kpi: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        ModelSettings.model_validate({"name": "m", "reference": {"path": "r"}, "kpis": {"k": kpi}})
