@@ -1,14 +1,15 @@
 """Business KPIs: named per-window aggregations of an event field, as mergeable vectors.
 
-A KPI aggregates one field (a numerical feature, or ``prediction``: the score), or an
-arithmetic :class:`~monitor.expressions.Expression` of them, over the window's events,
-optionally only where the prediction is positive or negative and where the ground truth
-is (a *label-aware* KPI, counted when the label joins its prediction, in the prediction's
-pane, like realized performance): ``count``, ``sum``, ``mean``, ``rate`` (the sum, or the
-count without a field, per second of window) and ``quantile`` (from a histogram in the
+A KPI aggregates one field (a numerical feature, ``prediction``: the score, or
+``tags.NAME``: an event tag read as a number), or an arithmetic
+:class:`~monitor.expressions.Expression` of them, over the window's events, optionally
+only where the prediction is positive or negative and where the ground truth is (a
+*label-aware* KPI, counted when the label joins its prediction, in the prediction's pane,
+like realized performance): ``count``, ``sum``, ``mean``, ``rate`` (the sum, or the count
+without a field, per second of window) and ``quantile`` (from a histogram in the
 reference's fine quantile bins of the field, which adds up across panes and partitions
-like every other count). Each KPI is a slice of a
-pane's accumulator vector: ``[events, sum]``, or the histogram's counts then its value sums.
+like every other count). Each KPI is a slice of a pane's accumulator vector: ``[events,
+sum]``, or the histogram's counts then its value sums.
 
 >>> from monitor.reference import build_profile
 >>> p = build_profile("m", {"amount": np.arange(100.0)})
