@@ -3,7 +3,8 @@
 :mod:`alerts.rules`, :mod:`alerts.formats`, :mod:`alerts.payloads`,
 :mod:`alerts.retraining` and :mod:`alerts.promrules` are pure (time is passed in);
 :mod:`alerts.destinations`, :mod:`alerts.outbox` and :mod:`alerts.delivery` are the I/O
-edge: secrets from the environment, a durable outbox and the threads that send it
+edge: secrets from the environment (and Google access tokens refreshed by
+:mod:`alerts.google_credentials`), a durable outbox and the threads that send it
 (:mod:`alerts.bounded_http`: one request within one deadline).
 """
 
