@@ -3,13 +3,14 @@
 :mod:`alerts.rules`, :mod:`alerts.formats`, :mod:`alerts.payloads`,
 :mod:`alerts.retraining` and :mod:`alerts.promrules` are pure (time is passed in);
 :mod:`alerts.destinations`, :mod:`alerts.outbox` and :mod:`alerts.delivery` are the I/O
-edge: secrets from the environment, a durable outbox and the threads that send it
+edge: secrets from the environment (and Google access tokens refreshed by
+:mod:`alerts.google_credentials`), a durable outbox and the threads that send it
 (:mod:`alerts.bounded_http`: one request within one deadline).
 """
 
 from alerts.delivery import Dispatcher, backoff_delay, retry_after_seconds
 from alerts.destinations import Destination
-from alerts.exceptions import AlertsError, OutboxError
+from alerts.exceptions import AlertsError, CredentialsError, OutboxError
 from alerts.formats import (
     fingerprint,
     format_value,
@@ -37,6 +38,7 @@ __all__ = [
     "Alert",
     "AlertState",
     "AlertsError",
+    "CredentialsError",
     "Destination",
     "Dispatcher",
     "HttpRequest",

@@ -40,7 +40,7 @@ from standardwebhooks import Webhook
 
 from alerts import bounded_http
 from alerts.destinations import Destination
-from alerts.exceptions import OutboxError
+from alerts.exceptions import CredentialsError, OutboxError
 from alerts.outbox import Notification, Outbox
 
 __all__ = ["Dispatcher", "backoff_delay", "retry_after_seconds"]
@@ -306,7 +306,11 @@ class Dispatcher:
             log.error("notification %s to %s dropped: older than %gs", n.id, n.sink, self._max_age)
             return "dropped", None
         req = n.request
-        headers = {**req.headers, **dest.headers(), "webhook-id": n.id}
+        try:
+            headers = {**req.headers, **dest.headers(), "webhook-id": n.id}
+        except CredentialsError as e:  # a token endpoint down or refusing: not sent
+            log.warning("notification %s to %s: %s", n.id, n.sink, e)
+            return "retry", None
         if dest.secret is not None:
             ts = datetime.fromtimestamp(int(now), UTC)
             headers["webhook-timestamp"] = str(int(now))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AlertsError", "OutboxError"]
+__all__ = ["AlertsError", "CredentialsError", "OutboxError"]
 
 
 class AlertsError(Exception):
@@ -11,3 +11,8 @@ class AlertsError(Exception):
 
 class OutboxError(AlertsError):
     """The outbox directory cannot be created, written or read."""
+
+
+class CredentialsError(AlertsError):
+    """A destination's credentials cannot be loaded, or give no access token now (the token
+    endpoint is down or refuses them): the request is retried later."""

@@ -205,9 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_references(config: Any, path: str) -> None:
-    """Load every model's reference as ``run`` would, and build its KPIs on it; a problem
-    names the file, the key path and the reason."""
-    from consumers.model_specs import kpis_of, load_reference
+    """Load every model's reference as ``run`` would, build its KPIs on it and size its
+    panes; a problem names the file, the key path and the reason."""
+    from consumers.model_specs import check_pane_bytes, kpis_of, load_reference
 
     base = Path(path).resolve().parent
     problems = []
@@ -223,6 +223,11 @@ def _check_references(config: Any, path: str) -> None:
             kpis_of(model, profile)
         except (MonitorError, ValueError) as exc:
             problems.append((f"models[{i}].kpis", str(exc)))
+            continue
+        try:  # segments multiply the pane: within segmenting.max_pane_bytes
+            check_pane_bytes(model, profile)
+        except MonitorError as exc:
+            problems.append((f"models[{i}].segments", str(exc)))
     if problems:
         (key, reason), *more = problems
         raise ConfigError(path, key, reason, more=more)

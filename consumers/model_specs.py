@@ -27,24 +27,27 @@ from monitor.exceptions import ReferenceError
 from monitor.kpis import Kpi, KpiSet
 from monitor.labels import normalize_label, normalize_labels
 from monitor.model_state import ModelMonitor, WindowSpec
-from monitor.panes import CountLayout
+from monitor.panes import CountLayout, PaneCounts
 from monitor.performance import ExpectedPerformance, PerformanceAccumulator, accumulator_for
 from monitor.reference import BinningOptions, ReferenceProfile, build_profile
 from monitor.schema import FeatureKind, FeatureSpec
-from monitor.segments import SegmentOptions
+from monitor.segments import TAG_PREFIX, SegmentOptions
 from monitor.stream_reference import StreamReference
 
 __all__ = [
     "ModelSpec",
     "accumulators_of",
+    "check_pane_bytes",
     "driftline_version",
     "kpis_of",
     "load_reference",
+    "monitor_of",
     "options_of",
     "policy_of",
     "positive_label_of",
     "segment_options_of",
     "specs_of",
+    "tags_of",
 ]
 
 log = logging.getLogger("driftline.service")
@@ -175,6 +178,15 @@ def profile_of_columns(settings: ModelSettings, columns: Mapping[str, Any]) -> R
     return cut.apply(profile, {k: np.asarray(v) for k, v in columns.items()})
 
 
+def tags_of(settings: ModelSettings) -> tuple[str, ...]:
+    """The event tags a model's batches keep (without ``tags.``): those its segments and
+    its KPIs read; the decoder drops the others."""
+    fields = list(settings.segments)
+    for k in settings.kpis.values():
+        fields += k.expr.names if k.expr is not None else [k.field] if k.field else []
+    return tuple(dict.fromkeys(f[len(TAG_PREFIX) :] for f in fields if f.startswith(TAG_PREFIX)))
+
+
 def segment_options_of(settings: ModelSettings) -> SegmentOptions | None:
     """How the model is segmented; ``None`` without ``segments``."""
     if not settings.segments:
@@ -183,6 +195,45 @@ def segment_options_of(settings: ModelSettings) -> SegmentOptions | None:
     return SegmentOptions(
         tuple(settings.segments), s.top_k, s.reference == "slice", s.min_reference_events
     )
+
+
+def monitor_of(
+    settings: ModelSettings,
+    profile: ReferenceProfile,
+    windows: WindowSpec,
+    policy: DriftPolicy | None = None,
+) -> ModelMonitor:
+    """The monitor of a model's windows binned against ``profile``."""
+    performance, expected = accumulators_of(settings, profile)
+    return ModelMonitor(
+        profile,
+        windows,
+        policy or policy_of(settings),
+        range_margin=settings.quality.range_margin,
+        performance=performance,
+        expected=expected,
+        kpis=kpis_of(settings, profile),
+    )
+
+
+def check_pane_bytes(settings: ModelSettings, profile: ReferenceProfile) -> int:
+    """Bytes of one pane of the model on ``profile`` (its counts, sums and accumulators,
+    once for the model and once per segment); a :class:`ReferenceError` when that is over
+    ``segmenting.max_pane_bytes``."""
+    monitor = monitor_of(settings, profile, WindowSpec(60.0, 60.0, 0.0))
+    size = PaneCounts.nbytes(monitor.pane_size, monitor.extra_size)
+    cap = settings.segmenting.max_pane_bytes
+    if size > cap:
+        segments = monitor.blocks - 1
+        raise ReferenceError(
+            f"model {settings.name}: segments [{', '.join(settings.segments)}] with "
+            f"segmenting.top_k {settings.segmenting.top_k} make {segments} segments, each one "
+            f"more copy of the model's {monitor.layout.size:,} bins: a pane would take "
+            f"{size:,} bytes, over segmenting.max_pane_bytes ({cap:,}); every pane of the "
+            "window holds one, in every partition: slice by fewer fields, lower top_k or "
+            "raise max_pane_bytes"
+        )
+    return size
 
 
 def kpis_of(settings: ModelSettings, profile: ReferenceProfile) -> KpiSet | None:
@@ -201,7 +252,7 @@ def kpis_of(settings: ModelSettings, profile: ReferenceProfile) -> KpiSet | None
         return np.asarray(normalize_labels(y_true) == positive, dtype=bool)
 
     kpis = {
-        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"), k.where.get("label"))
+        name: Kpi(k.agg, k.field, k.q, k.where.get("prediction"), k.where.get("label"), k.expr)
         for name, k in settings.kpis.items()
     }
     try:
@@ -232,6 +283,7 @@ class ModelSpec:
         if settings.reference.path is not None:
             profile = load_reference(settings, base_dir)
             started = time.monotonic()
+            check_pane_bytes(settings, profile)  # before the work below
             profile.calibrate()  # here, not in the first evaluation
             log.info(
                 "drift thresholds calibrated",
@@ -307,16 +359,7 @@ class ModelSpec:
         """A monitor of ``profile`` (default: the current reference)."""
         profile = profile or self.profile
         assert profile is not None
-        performance, expected = accumulators_of(self.settings, profile)
-        return ModelMonitor(
-            profile,
-            self.windows,
-            self.policy,
-            range_margin=self.settings.quality.range_margin,
-            performance=performance,
-            expected=expected,
-            kpis=kpis_of(self.settings, profile),
-        )
+        return monitor_of(self.settings, profile, self.windows, self.policy)
 
     def evaluator(self, fingerprint: str, profile: Mapping[str, Any] | None) -> ModelMonitor | None:
         """A monitor that evaluates merged windows binned against ``fingerprint``: the

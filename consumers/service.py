@@ -39,6 +39,7 @@ from consumers.model_specs import (
     options_of,
     policy_of,
     specs_of,
+    tags_of,
 )
 from consumers.partitions import InputPartitions
 from monitor.config import DriftlineConfig
@@ -98,7 +99,7 @@ class Service:
             max_id_length=v.max_id_length,
             max_features=v.max_features,
             max_category_length=v.max_category_length,
-            tags={name: _tags_of(spec.settings.segments) for name, spec in self.specs.items()},
+            tags={name: tags_of(spec.settings) for name, spec in self.specs.items()},
         )
         self.ground_truth_decoder = GroundTruthDecoder(
             self.specs,
@@ -440,8 +441,3 @@ def _readable(evaluation: dict[str, Any]) -> dict[str, Any]:
     w["start_time"] = rfc3339(w["start"]) if w["start"] is not None else None
     w["end_time"] = rfc3339(w["end"]) if w["end"] is not None else None
     return evaluation
-
-
-def _tags_of(fields: list[str]) -> tuple[str, ...]:
-    """The event tags a model's segment fields name."""
-    return tuple(f.removeprefix("tags.") for f in fields if f.startswith("tags."))

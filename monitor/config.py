@@ -20,10 +20,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     field_validator,
     model_validator,
 )
 
+from monitor.expressions import Expression
 from monitor.labels import normalize_label
 
 __all__ = [
@@ -359,6 +362,24 @@ class SegmentingSettings(_Settings):
     #: reference); ``whole``: always with the whole reference
     reference: Literal["slice", "whole"] = "slice"
     min_reference_events: int = Field(100, ge=1)
+    #: memory of one pane of the model, in bytes: every segment is one more copy of the
+    #: model's bins in each pane of the window (of each partition, and in each checkpoint),
+    #: so a reference whose segments would make a larger pane is refused at start
+    max_pane_bytes: int = Field(8 << 20, ge=1 << 16)
+
+
+def _expression(value: Any) -> Expression:
+    if isinstance(value, Expression):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('an expression is a string, e.g. "amount * (1 - discount)"')
+    return Expression.parse(value)
+
+
+#: arithmetic over numerical fields, parsed (and its nodes checked) when the config is read
+KpiExpression = Annotated[
+    Expression, PlainValidator(_expression), PlainSerializer(str, return_type=str)
+]
 
 
 class VersionSettings(_Settings):
@@ -374,13 +395,17 @@ class VersionSettings(_Settings):
 
 
 class KpiSettings(_Settings):
-    """A business KPI: ``agg`` of ``field`` over the window's events, optionally only those
-    whose prediction or ground truth is ``positive`` or ``negative`` (binary
-    classification)."""
+    """A business KPI: ``agg`` of ``field`` (or of ``expr``) over the window's events,
+    optionally only those whose prediction or ground truth is ``positive`` or ``negative``
+    (binary classification)."""
 
     agg: Literal["count", "sum", "mean", "rate", "quantile"]
-    #: a numerical feature or ``prediction`` (the score); none for a count (or a rate of events)
+    #: a numerical feature, ``prediction`` (the score) or ``tags.NAME`` (an event tag read as
+    #: a number); none for a count (or a rate of events)
     field: str | None = None
+    #: instead of ``field``: ``+ - * /`` over numerical features, ``prediction``,
+    #: ``tags.NAME`` and numbers
+    expr: KpiExpression | None = None
     #: the quantile, for ``agg: quantile``
     q: float | None = Field(None, gt=0, lt=1)
     where: dict[Literal["prediction", "label"], Literal["positive", "negative"]] = Field(
@@ -389,10 +414,25 @@ class KpiSettings(_Settings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.field is None and self.agg not in ("count", "rate"):
-            raise ValueError(f"@field: {self.agg} needs a field")
+        if self.field is not None and self.expr is not None:
+            raise ValueError("@expr: a KPI reads a field or an expression, not both")
+        if self.expr is not None and self.agg == "count":
+            raise ValueError("@expr: a count counts events; drop expr")
+        if self.expr is not None and self.agg == "quantile":
+            # the sketch's bins are the reference's quantile bins of one column
+            raise ValueError(
+                "@expr: a quantile is read from the reference's bins of one field and an "
+                "expression has none; use field, or sum/mean/rate of the expression"
+            )
+        if self.field is None and self.expr is None and self.agg not in ("count", "rate"):
+            raise ValueError(f"@field: {self.agg} needs a field (or expr)")
         if self.field is not None and self.agg == "count":
             raise ValueError("@field: a count counts events; drop field")
+        if self.agg == "quantile" and (self.field or "").startswith("tags."):
+            raise ValueError(
+                "@field: a quantile is read from the reference's bins of its field and a tag "
+                "has none; use sum/mean/rate of the tag"
+            )
         if (self.q is None) == (self.agg == "quantile"):
             raise ValueError("@q: required by agg: quantile, and by it only")
         return self
@@ -507,10 +547,24 @@ class ModelSettings(_Settings):
             if k.where and self.task != "binary_classification":
                 raise ValueError(f"@kpis.{name}.where: applies to binary_classification only")
             feature = self.features.get(k.field or "")
-            if k.field not in (None, "prediction") and self.features and feature is None:
+            tag = (k.field or "").startswith("tags.")
+            if (
+                k.field not in (None, "prediction")
+                and self.features
+                and not tag
+                and feature is None
+            ):
                 raise ValueError(f"@kpis.{name}.field: no feature {k.field!r} in features")
             if feature is not None and feature.type != "numerical":
                 raise ValueError(f"@kpis.{name}.field: {k.field} is categorical, not numerical")
+            for operand in k.expr.names if k.expr is not None else ():
+                feature = self.features.get(operand)
+                where = f"@kpis.{name}.expr: {operand} in {k.expr}"
+                tag = operand.startswith("tags.")
+                if operand != "prediction" and self.features and not tag and feature is None:
+                    raise ValueError(f"{where} is no feature of features")
+                if feature is not None and feature.type != "numerical":
+                    raise ValueError(f"{where} is categorical, not numerical")
         for name, o in self.drift.overrides.items():
             key = f"drift.overrides.{name}"
             feature = self.features.get(name)
@@ -628,7 +682,7 @@ _TARGET_NEEDS = {
     "airflow": ("dag_id",),
     "github": ("repo", "token_env"),
     "kubeflow": ("pipeline_id",),
-    "vertex": ("project", "region", "template_uri", "token_env"),
+    "vertex": ("project", "region", "template_uri"),
 }
 _TARGET_ONLY = {
     "dag_id": "airflow",
@@ -639,6 +693,7 @@ _TARGET_ONLY = {
     "template_uri": "vertex",
     "pipeline_root": "vertex",
     "service_account": "vertex",
+    "credentials": "vertex",
 }
 
 
@@ -648,8 +703,13 @@ class RetrainingTarget(_Settings):
     url: Url | None = None
     #: Standard Webhooks signing of the request when set
     secret_env: EnvName | None = None
-    #: bearer token (GitHub, Airflow, Kubeflow); must be set when named
+    #: bearer token (GitHub, Airflow, Kubeflow, Vertex AI); must be set when named
     token_env: EnvName | None = None
+    #: Vertex AI, instead of ``token_env``: ``google`` takes access tokens from Google
+    #: Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's, or
+    #: the metadata server's) and refreshes them before they expire; the optional extra
+    #: ``driftline[google]``
+    credentials: Literal["google"] | None = None
     #: deadline of a whole request: connecting, sending and reading the answer
     timeout: PositiveDuration = 30.0
     dag_id: str | None = None
@@ -680,6 +740,12 @@ class RetrainingTarget(_Settings):
         for key, kind in _TARGET_ONLY.items():
             if getattr(self, key) is not None and self.type != kind:
                 raise ValueError(f"@{key}: applies to {kind} targets only, not {self.type}")
+        if self.type == "vertex" and (self.token_env is None) == (self.credentials is None):
+            # an access token from the environment expires within the hour
+            raise ValueError(
+                "@credentials: a vertex target needs credentials: google (tokens refreshed "
+                "from Application Default Credentials) or token_env, not both"
+            )
         return self
 
 

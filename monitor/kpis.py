@@ -1,13 +1,15 @@
 """Business KPIs: named per-window aggregations of an event field, as mergeable vectors.
 
-A KPI aggregates one field (a numerical feature, or ``prediction``: the score) of the
-window's events, optionally only where the prediction is positive or negative and where
-the ground truth is (a *label-aware* KPI, counted when the label joins its prediction, in
-the prediction's pane, like realized performance): ``count``,
-``sum``, ``mean``, ``rate`` (the sum, or the count without a field, per second of window)
-and ``quantile`` (from a histogram in the reference's fine quantile bins of the field, which
-adds up across panes and partitions like every other count). Each KPI is a slice of a
-pane's accumulator vector: ``[events, sum]``, or the histogram's counts then its value sums.
+A KPI aggregates one field (a numerical feature, ``prediction``: the score, or
+``tags.NAME``: an event tag read as a number), or an arithmetic
+:class:`~monitor.expressions.Expression` of them, over the window's events, optionally
+only where the prediction is positive or negative and where the ground truth is (a
+*label-aware* KPI, counted when the label joins its prediction, in the prediction's pane,
+like realized performance): ``count``, ``sum``, ``mean``, ``rate`` (the sum, or the count
+without a field, per second of window) and ``quantile`` (from a histogram in the
+reference's fine quantile bins of the field, which adds up across panes and partitions
+like every other count). Each KPI is a slice of a pane's accumulator vector: ``[events,
+sum]``, or the histogram's counts then its value sums.
 
 >>> from monitor.reference import build_profile
 >>> p = build_profile("m", {"amount": np.arange(100.0)})
@@ -20,6 +22,7 @@ pane's accumulator vector: ``[events, sum]``, or the histogram's counts then its
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -27,8 +30,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.binning import NumericBins
+from monitor.events import EventBatch
+from monitor.expressions import Expression
 from monitor.reference import PREDICTION, ReferenceProfile
 from monitor.schema import FeatureKind
+from monitor.segments import TAG_PREFIX
 
 __all__ = ["AGGREGATIONS", "Kpi", "KpiSet"]
 
@@ -40,7 +46,7 @@ Positive = Callable[[NDArray[np.float64], NDArray[np.object_]], NDArray[np.bool_
 
 @dataclass(frozen=True)
 class Kpi:
-    """One KPI: its aggregation, field and filter on the prediction."""
+    """One KPI: its aggregation, field (or expression) and filters."""
 
     agg: str
     field: str | None = None
@@ -49,6 +55,14 @@ class Kpi:
     prediction: str | None = None
     #: ``"positive"`` or ``"negative"``: only events whose ground truth is (label-aware)
     label: str | None = None
+    #: instead of ``field``: evaluated on the events' columns (not with ``quantile``: its
+    #: sketch's bins are the reference's of one column)
+    expr: Expression | None = None
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """The fields it reads."""
+        return self.expr.names if self.expr is not None else (self.field,) if self.field else ()
 
 
 @dataclass(frozen=True)
@@ -76,9 +90,25 @@ class KpiSet:
         self.positive = positive
         self.truth = truth
         self.size = sum(s.size for s in slots)
+        #: the event tags the KPIs read as numbers (without ``tags.``)
+        self.tags = tuple(
+            dict.fromkeys(
+                f.removeprefix(TAG_PREFIX)
+                for s in slots
+                for f in s.kpi.operands
+                if f.startswith(TAG_PREFIX)
+            )
+        )
         #: the fields label-aware KPIs read, which a prediction keeps until its label joins
+        #: (an expression's operands; its ``prediction`` is the joined pair's score)
         self.joined_fields = tuple(
-            dict.fromkeys(s.kpi.field for s in slots if s.kpi.label and s.kpi.field)
+            dict.fromkeys(
+                f
+                for s in slots
+                if s.kpi.label
+                for f in s.kpi.operands
+                if s.kpi.expr is None or f != PREDICTION
+            )
         )
 
     @classmethod
@@ -96,15 +126,22 @@ class KpiSet:
         for name, kpi in kpis.items():
             bins = None
             fp = None
-            if kpi.field == PREDICTION:
-                fp = profile.prediction
-                if fp is not None and fp.kind is not FeatureKind.NUMERICAL:
-                    raise ValueError(f"kpi {name}: the prediction is a class, not a number")
-            elif kpi.field is not None:
-                fp = next((f for f in profile.features if f.name == kpi.field), None)
+            tagged = any(f.startswith(TAG_PREFIX) for f in kpi.operands)
+            if kpi.agg == "quantile" and (kpi.expr is not None or tagged):
+                raise ValueError(f"kpi {name}: a quantile of an expression or a tag has no bins")
+            for operand in kpi.operands:
+                where = operand if kpi.expr is None else f"{operand} in {kpi.expr}"
+                if operand.startswith(TAG_PREFIX):
+                    continue  # no reference column: tags come with the events
+                if operand == PREDICTION:
+                    fp = profile.prediction
+                    if fp is not None and fp.kind is not FeatureKind.NUMERICAL:
+                        raise ValueError(f"kpi {name}: the prediction is a class, not a number")
+                    continue
+                fp = next((f for f in profile.features if f.name == operand), None)
                 if fp is None or fp.kind is not FeatureKind.NUMERICAL:
                     # a sum of a column that never comes would be 0 forever
-                    raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
+                    raise ValueError(f"kpi {name}: {where} is no numerical reference column")
             if kpi.agg == "quantile":
                 if fp is None:
                     raise ValueError(f"kpi {name}: {kpi.field} is no numerical reference column")
@@ -122,8 +159,21 @@ class KpiSet:
         """Names the KPIs and their places in the vector (part of a pane's fingerprint)."""
         return json.dumps(
             [[s.name, s.kpi.agg, s.kpi.field, s.kpi.q, s.kpi.prediction, s.kpi.label, s.size]
+             + ([s.kpi.expr.text] if s.kpi.expr is not None else [])
              for s in self.slots]
         )  # fmt: skip
+
+    def columns(
+        self, batch: EventBatch, rows: NDArray[np.intp] | None = None
+    ) -> dict[str, NDArray[np.float64]]:
+        """The numerical columns of ``batch`` (of its ``rows``) and, as ``tags.NAME``, the
+        tags the KPIs read, as numbers (NaN where a tag is missing or no number)."""
+        out = {k: v if rows is None else v[rows] for k, v in batch.numerical.items()}
+        for name in self.tags:
+            column = batch.tags.get(name)
+            if column is not None:
+                out[TAG_PREFIX + name] = numbers(column if rows is None else column[rows])
+        return out
 
     def accumulate(
         self,
@@ -176,10 +226,13 @@ class KpiSet:
                 if positive is None:
                     positive = self.positive(score, label)
                 keep &= positive if k.prediction == "positive" else ~positive
-            if k.field is None:
+            if k.expr is not None:
+                values: NDArray[np.float64] | None = k.expr.evaluate(numerical, score)
+            elif k.field is None:
                 out[s.start] = float(keep.sum())
                 continue
-            values = score if k.field == PREDICTION else numerical.get(k.field)
+            else:
+                values = score if k.field == PREDICTION else numerical.get(k.field)
             if values is None:
                 continue
             values = values[keep]
@@ -207,7 +260,7 @@ class KpiSet:
                     out[s.name] = q
                 continue
             n, total = float(part[0]), float(part[1])
-            amount = n if s.kpi.field is None else total
+            amount = total if s.kpi.operands else n
             if agg == "count":
                 out[s.name] = n
             elif agg == "sum":
@@ -217,6 +270,31 @@ class KpiSet:
             elif agg == "rate" and seconds:
                 out[s.name] = amount / seconds
         return out
+
+
+def numbers(column: NDArray[np.object_]) -> NDArray[np.float64]:
+    """Tag values (strings, ``None`` where missing) as numbers, NaN for what is none: parsed
+    by numpy in one pass, or once per distinct value when some value is no number.
+
+    >>> numbers(np.array(["1.5", None, "2", "n/a", " 3 "], dtype=object))
+    array([1.5, nan, 2. , nan, 3. ])
+    """
+    out = np.full(column.size, np.nan)
+    present = np.flatnonzero(np.not_equal(column, np.array(None, dtype=object)))
+    values = column[present]
+    try:
+        out[present] = values.astype(np.float64)
+    except (TypeError, ValueError):
+        distinct, inverse = np.unique(values.astype(str), return_inverse=True)
+        out[present] = np.array([_number(v) for v in distinct.tolist()])[inverse]
+    return out
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _quantile(bins: NumericBins, part: NDArray[np.float64], q: float) -> float | None:

@@ -267,9 +267,8 @@ class ModelMonitor:
             extra[begin : begin + self._exp_size] = self.expected.accumulate(batch.score[rows])
         if self.kpis is not None:
             begin = at + self._kpi_at
-            numerical = {k: v[rows] for k, v in batch.numerical.items()}
             extra[begin : begin + self.kpis.size] = self.kpis.accumulate(
-                numerical, batch.score[rows], batch.label[rows]
+                self.kpis.columns(batch, rows), batch.score[rows], batch.label[rows]
             )
 
     def kpi_values(self, batch: EventBatch) -> NDArray[np.float64] | None:
@@ -277,7 +276,7 @@ class ModelMonitor:
         for a model without such KPIs)."""
         if self.kpis is None or not self.kpis.joined_fields:
             return None
-        return self.kpis.joined_values(batch.numerical, len(batch))
+        return self.kpis.joined_values(self.kpis.columns(batch), len(batch))
 
     def segment_cells(self, batch: EventBatch) -> NDArray[np.float64] | None:
         """Each event's segments as one number, for the label join to keep with the
@@ -373,7 +372,8 @@ class ModelMonitor:
             return None
         out = np.full((len(joined), len(self.kpis.joined_fields)), np.nan)
         if joined.kpi is not None:
-            kept = np.flatnonzero(np.not_equal(joined.kpi, np.array(None, dtype=object)))
+            # a cell is a row of fields (or None): comparing rows with None is elementwise
+            kept = np.flatnonzero([row is not None for row in joined.kpi])
             if kept.size:
                 out[kept] = np.array(joined.kpi[kept].tolist(), dtype=np.float64)
         return out

@@ -170,6 +170,17 @@ class PaneCounts:
     sums: NDArray[np.float64]
     extra: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
+    @staticmethod
+    def nbytes(size: int, extra: int = 0) -> int:
+        """Bytes of the arrays of a pane of ``size`` slots and ``extra`` accumulators: a
+        count (int64) and a value sum (float64) per slot, a float64 per accumulator.
+
+        >>> p = PaneCounts.zeros(1000, 10)
+        >>> PaneCounts.nbytes(1000, 10) == p.counts.nbytes + p.sums.nbytes + p.extra.nbytes
+        True
+        """
+        return 16 * size + 8 * extra
+
     @classmethod
     def zeros(cls, size: int, extra: int = 0) -> PaneCounts:
         return cls(

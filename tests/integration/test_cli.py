@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,14 @@ def test_check_config_bad_config_exits_2_naming_file_key_and_reason(tmp_path):
     [
         ("{agg: sum, field: amout}", "kpi caught: amout is no numerical reference column"),
         ("{agg: mean, field: country}", "kpi caught: country is no numerical reference column"),
+        (
+            '{agg: sum, expr: "amount * (1 - discont)"}',
+            "kpi caught: discont in amount * (1 - discont) is no numerical reference column",
+        ),
+        (
+            '{agg: mean, expr: "amount / country"}',
+            "kpi caught: country in amount / country is no numerical reference column",
+        ),
     ],
 )
 def test_check_config_refuses_a_kpi_on_a_column_the_reference_lacks(config_file, kpi, reason):
@@ -74,6 +83,46 @@ def test_check_config_refuses_a_kpi_on_a_column_the_reference_lacks(config_file,
     assert r.returncode == 2, r.stdout
     assert "driftline.yaml: models[0].kpis:" in r.stderr
     assert reason in r.stderr
+
+
+def test_check_config_prints_a_kpi_expression_in_normal_form_or_names_its_key(config_file):
+    config_file.write_text(
+        "models:\n  - name: fraud\n    reference: {path: ref.csv}\n"
+        '    kpis: {net: {agg: sum, expr: "amount*(1-prediction)"}}\n'
+    )
+    r = run("check-config", "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    assert "expr: amount * (1 - prediction)" in r.stdout
+    config_file.write_text(
+        "models:\n  - name: fraud\n    reference: {path: ref.csv}\n"
+        "    kpis: {net: {agg: sum, expr: \"__import__('os').getcwd()\"}}\n"
+    )
+    r = run("check-config", "--config", str(config_file))
+    assert r.returncode == 2, r.stdout
+    assert "driftline.yaml: models[0].kpis.net.expr: a call is not allowed" in r.stderr
+
+
+def test_check_config_refuses_segments_whose_pane_would_be_too_large(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = 3000
+    cols = {f"x{i}": rng.normal(size=rows).round(5).astype(str) for i in range(20)}
+    cols |= {f"c{j}": np.char.add("v", rng.integers(0, 60, rows).astype(str)) for j in range(3)}
+    lines = [",".join(cols)] + [",".join(r) for r in zip(*cols.values(), strict=True)]
+    (tmp_path / "ref.csv").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text(
+        "models:\n  - name: wide\n    reference: {path: ref.csv}\n"
+        "    segments: [c0, c1, c2]\n    segmenting: {top_k: 60, max_pane_bytes: 2097152}\n"
+    )
+    r = run("check-config", "--config", str(cfg))
+    assert r.returncode == 2, r.stdout
+    assert "driftline.yaml: models[0].segments: model wide: segments [c0, c1, c2] with " in (
+        r.stderr
+    )
+    assert re.search(r"a pane would take [0-9,]+ bytes, over segmenting.max_pane_bytes", r.stderr)
+    cfg.write_text(cfg.read_text().replace("top_k: 60", "top_k: 5"))
+    r = run("check-config", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
 
 
 def test_reference_build_writes_a_profile_the_service_accepts(tmp_path, config_file):

@@ -4,6 +4,8 @@ exists once), with the segment and version of the alert that triggered it."""
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import re
 import threading
@@ -15,9 +17,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from alerts.delivery import Dispatcher
 from alerts.destinations import Destination
+from alerts.exceptions import AlertsError
 from alerts.outbox import Notification, Outbox
 from alerts.payloads import retraining_http_request, retraining_request
 from alerts.rules import RuleEngine
@@ -34,9 +40,13 @@ class PipelineJobs:
     answers it: 401 without a bearer token, 400 without ``templateUri``, 409 when the job id
     exists, else the created PipelineJob."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str | set[str]) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.statuses: list[int] = []
+        #: the Authorization header of each request
+        self.authorizations: list[str | None] = []
+        #: the tokens it accepts (a token endpoint's test adds those it issues)
+        self.tokens = {token} if isinstance(token, str) else token
         jobs = self
         self._lock = threading.Lock()
 
@@ -48,7 +58,9 @@ class PipelineJobs:
                 job_id = parse_qs(url.query).get("pipelineJobId", [""])[0]
                 spec = json.loads(body or b"{}")
                 with jobs._lock:
-                    if self.headers.get("Authorization") != f"Bearer {token}":
+                    authorization = self.headers.get("Authorization")
+                    jobs.authorizations.append(authorization)
+                    if authorization not in {f"Bearer {t}" for t in jobs.tokens}:
                         status, answer = 401, {"error": {"status": "UNAUTHENTICATED"}}
                     elif match is None or not spec.get("templateUri"):
                         status, answer = 400, {"error": {"status": "INVALID_ARGUMENT"}}
@@ -156,3 +168,188 @@ def test_a_segment_alert_creates_one_vertex_pipeline_job_for_that_segment(
     assert (params["model"], params["model_version"]) == ("fraud", "2026-11-01")
     assert params["segment"] == "tags.region=eu"
     assert json.loads(params["request"]) == request
+
+
+# -- Google Application Default Credentials ------------------------------------------------
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GOOGLE_TOKEN_ENDPOINT = "https://oauth2.googleapis.com/token"
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+class TokenEndpoint:
+    """A service account's ``token_uri``, as Google's OAuth 2.0 server answers it: the
+    JWT-bearer grant whose assertion is signed (RS256) by the account's private key gets
+    ``{access_token, expires_in}``; anything else gets 400 ``invalid_grant``. Each token
+    issued lives ``lifetimes[i]`` seconds (the last one thereafter) and is added to
+    ``accept`` (the Vertex receiver's tokens); ``refuse`` grants are refused first."""
+
+    def __init__(self, accept: set[str], lifetimes: list[int]) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.email = "driftline@acme-ml.iam.gserviceaccount.com"
+        self.issued: list[str] = []
+        self.claims: list[dict[str, Any]] = []
+        self.refuse = 0
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                status, answer = 400, {"error": "invalid_grant"}
+                claims = endpoint.verify(form)
+                if claims is not None and endpoint.refuse > 0:
+                    endpoint.refuse -= 1
+                elif claims is not None:
+                    token = f"ya29.tok-{len(endpoint.issued) + 1}"
+                    i = min(len(endpoint.issued), len(lifetimes) - 1)
+                    endpoint.issued.append(token)
+                    endpoint.claims.append(claims)
+                    accept.add(token)
+                    status = 200
+                    answer = {"access_token": token, "expires_in": lifetimes[i]}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.token_uri = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def verify(self, form: dict[str, list[str]]) -> dict[str, Any] | None:
+        """The assertion's claims when the grant is a JWT bearer signed by the key."""
+        if form.get("grant_type") != [JWT_BEARER] or len(form.get("assertion", [])) != 1:
+            return None
+        head, body, signature = form["assertion"][0].split(".")
+        if json.loads(_b64(head))["alg"] != "RS256":
+            return None
+        try:
+            self.key.public_key().verify(
+                _b64(signature), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except InvalidSignature:
+            return None
+        claims: dict[str, Any] = json.loads(_b64(body))
+        return claims
+
+    def key_file(self, path: Path) -> Path:
+        """A service account key JSON whose ``token_uri`` is this endpoint."""
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": "acme-ml",
+                    "private_key_id": "k1",
+                    "private_key": pem.decode(),
+                    "client_email": self.email,
+                    "client_id": "1234567890",
+                    "token_uri": self.token_uri,
+                }
+            )
+        )
+        return path
+
+
+def test_vertex_runs_get_google_access_tokens_refreshed_before_they_expire(
+    vertex: PipelineJobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first token lives 1 s (google-auth refreshes one due within minutes), the next ones
+    # an hour; the third grant is refused once (the token endpoint's 400)
+    tokens = TokenEndpoint(vertex.tokens, lifetimes=[1, 3600])
+    settings = RetrainingSettings.model_validate(
+        {
+            "model": "fraud",
+            "schedule": "0 3 * * 0",
+            "target": {
+                "type": "vertex",
+                "url": vertex.url,
+                "project": "acme-ml",
+                "region": "europe-west4",
+                "template_uri": "gs://acme-pipelines/retrain/pipeline.json",
+                "credentials": "google",
+            },
+        }
+    )
+    # Application Default Credentials, as google-auth finds them
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tokens.key_file(tmp_path / "sa.json")))
+    destination = Destination.for_retraining(settings, {})
+    assert tokens.issued == []  # credentials are loaded at start-up, tokens asked when sending
+    outbox = Outbox(DirectoryStore(tmp_path / "state"))
+    dispatcher = Dispatcher(outbox, [destination], backoff_base=0.05, backoff_max=0.2)
+    sink = "retraining.fraud.vertex"
+    try:
+        for i in range(3):  # one request after the other, each its own pipeline job
+            request = retraining_request(
+                model="fraud", model_version="v1", reason="schedule", alerts=[],
+                requested_at=1_800_000_000.0 + i,
+            )  # fmt: skip
+            http = retraining_http_request(settings.target, request)
+            dispatcher.submit(Notification(request["id"], sink, http, time.time(), "fraud", "v"))
+            assert vertex.wait_for(i + 1) == [200] * (i + 1)
+        assert vertex.authorizations == [
+            "Bearer ya29.tok-1",
+            "Bearer ya29.tok-2",  # tok-1 was about to expire: a new one
+            "Bearer ya29.tok-2",  # still valid for an hour: no grant
+        ]
+        assert tokens.issued == ["ya29.tok-1", "ya29.tok-2"]
+        claims = tokens.claims[-1]
+        # Google's token endpoint is the audience whatever token_uri the key names
+        assert (claims["iss"], claims["aud"]) == (tokens.email, GOOGLE_TOKEN_ENDPOINT)
+        assert claims["scope"] == "https://www.googleapis.com/auth/cloud-platform"
+        assert claims["exp"] - claims["iat"] <= 3600
+
+        # a token endpoint refusing a grant delays the request, never drops it
+        tokens.refuse = 1
+        vertex.tokens.clear()  # tok-2 revoked: the receiver answers 401 until a refresh
+        with destination.tokens._lock:  # type: ignore[union-attr]
+            destination.tokens._credentials.expiry = datetime.datetime(2000, 1, 1)  # type: ignore[union-attr]
+        request = retraining_request(
+            model="fraud", model_version="v1", reason="schedule", alerts=[],
+            requested_at=1_800_000_010.0,
+        )  # fmt: skip
+        http = retraining_http_request(settings.target, request)
+        dispatcher.submit(Notification(request["id"], sink, http, time.time(), "fraud", "v"))
+        assert vertex.wait_for(4) == [200, 200, 200, 200]
+        assert tokens.issued == ["ya29.tok-1", "ya29.tok-2", "ya29.tok-3"]
+        assert vertex.authorizations[-1] == "Bearer ya29.tok-3"
+        assert dispatcher.wait_idle(10)
+        counts = dispatcher.delivery_counts()
+        assert (counts[sink, "success"], counts[sink, "retry"]) == (4, 1)
+    finally:
+        dispatcher.close(timeout=5)
+        tokens.server.shutdown()
+        tokens.server.server_close()
+
+
+def test_google_credentials_that_cannot_be_loaded_fail_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = RetrainingSettings.model_validate(
+        {
+            "model": "fraud",
+            "schedule": "0 3 * * 0",
+            "target": {
+                "type": "vertex",
+                "project": "acme-ml",
+                "region": "europe-west4",
+                "template_uri": "gs://acme-pipelines/retrain/pipeline.json",
+                "credentials": "google",
+            },
+        }
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "nope.json"))
+    with pytest.raises(AlertsError, match=r"retraining.fraud.vertex credentials: .*nope.json"):
+        Destination.for_retraining(settings, {})

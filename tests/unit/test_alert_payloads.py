@@ -272,7 +272,7 @@ def test_vertex_target_creates_a_pipeline_job_in_its_project_and_region() -> Non
         ({"type": "vertex", "region": "us-central1", "template_uri": "gs://b/p.json",
           "token_env": "T"}, "needs project"),
         ({"type": "vertex", "project": "acme-ml", "region": "us-central1",
-          "template_uri": "gs://b/p.json"}, "needs token_env"),
+          "template_uri": "gs://b/p.json"}, "needs credentials: google .* or token_env"),
         ({"type": "http"}, "needs url"),
         ({"type": "http", "url": "http://ci", "project": "acme-ml"}, "vertex targets only"),
     ],

@@ -428,6 +428,29 @@ MISTAKES = [
         "needs dag_id",
     ),
     (
+        "a vertex target without credentials",
+        MINIMAL + "retraining:\n  - model: fraud\n    schedule: '0 3 * * *'\n"
+        "    target: {type: vertex, project: my-project, region: us-central1,\n"
+        "             template_uri: 'gs://b/spec.json'}\n",
+        "retraining[0].target.credentials",
+        "needs credentials: google (tokens refreshed from Application Default Credentials)",
+    ),
+    (
+        "a vertex target with two kinds of credentials",
+        MINIMAL + "retraining:\n  - model: fraud\n    schedule: '0 3 * * *'\n"
+        "    target: {type: vertex, project: my-project, region: us-central1,\n"
+        "             template_uri: 'gs://b/spec.json', token_env: T, credentials: google}\n",
+        "retraining[0].target.credentials",
+        "or token_env, not both",
+    ),
+    (
+        "google credentials on another target",
+        MINIMAL + "retraining:\n  - model: fraud\n    schedule: '0 3 * * *'\n"
+        "    target: {type: http, url: 'https://x/', credentials: google}\n",
+        "retraining[0].target.credentials",
+        "applies to vertex targets only, not http",
+    ),
+    (
         "a github target without a token",
         MINIMAL
         + "retraining:\n  - model: fraud\n    schedule: '0 3 * * *'\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +17,12 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from consumers.exporter import DriftlineCollector, StateSnapshot, evaluation_samples
+from consumers.model_specs import ModelSpec, check_pane_bytes, load_reference
+from consumers.model_specs import monitor_of as model_specs_monitor
+from monitor.config import ModelSettings
 from monitor.drift import jensenshannon
 from monitor.events import EventBatch
+from monitor.exceptions import ReferenceError
 from monitor.label_join import LabelJoin
 from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.pane_merge import PaneMerge, PaneUpdate
@@ -317,3 +323,84 @@ def test_a_value_called_other_keeps_its_own_segment():
     assert len(set(field.labels)) == field.size
     live = np.array(["other", "ap", "eu", "zz"], dtype=object)
     assert field.codes(live).tolist() == [0, 1, 2, 2]
+
+
+# -- the size of a segmented pane ------------------------------------------------------------
+
+
+def _wide_reference(
+    path: Path, features: int, fields: int, distinct: int, rows: int = 1500
+) -> None:
+    """A reference CSV of ``features`` numerical columns and ``fields`` categorical ones of
+    ``distinct`` values each (every value frequent enough to be in a top-K)."""
+    rng = np.random.default_rng(0)
+    cols = {f"x{i}": rng.normal(size=rows).round(6).astype(str) for i in range(features)}
+    cols |= {f"c{j}": rng.integers(0, distinct, rows).astype(str) for j in range(fields)}
+    cols["prediction"] = rng.random(rows).round(6).astype(str)
+    lines = [",".join(cols)] + [",".join(row) for row in zip(*cols.values(), strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _sliced(path: Path, fields: int, top_k: int, cap: int | None = None) -> ModelSettings:
+    segmenting: dict[str, Any] = {"top_k": top_k, "reference": "whole"}
+    if cap is not None:
+        segmenting["max_pane_bytes"] = cap
+    return ModelSettings.model_validate(
+        {
+            "name": "m",
+            "reference": {"path": str(path)},
+            "features": {
+                **{f"x{i}": {"type": "numerical"} for i in range(20)},
+                **{f"c{j}": {"type": "categorical"} for j in range(fields)},
+            },
+            "segments": [f"c{j}" for j in range(fields)],
+            "segmenting": segmenting,
+            "kpis": {"p90": {"agg": "quantile", "field": "x0", "q": 0.9}},
+        }
+    )
+
+
+def test_a_pane_is_sized_from_the_arrays_it_will_hold(tmp_path: Path) -> None:
+    path = tmp_path / "ref.csv"
+    _wide_reference(path, features=20, fields=2, distinct=12)
+    settings_ = _sliced(path, fields=2, top_k=10)
+    profile = load_reference(settings_)
+    size = check_pane_bytes(settings_, profile)
+    m = model_specs_monitor(settings_, profile, WindowSpec(60.0, 60.0, 0.0))
+    assert m.blocks == 1 + 2 * 11
+    pane = PaneCounts.zeros(m.pane_size, m.extra_size)  # what each pane of the window holds
+    assert size == pane.counts.nbytes + pane.sums.nbytes + pane.extra.nbytes
+    assert size < 8 << 20
+
+
+def test_segments_whose_pane_would_be_huge_are_refused_naming_key_and_bytes(
+    tmp_path: Path,
+) -> None:
+    # 20 features of ~100 bins, 4 fields of 100 segments + other: 405 copies of the bins
+    path = tmp_path / "ref.csv"
+    _wide_reference(path, features=20, fields=4, distinct=100, rows=4000)
+    settings_ = _sliced(path, fields=4, top_k=100)
+    profile = load_reference(settings_)
+    huge = check_pane_bytes(replace_cap(settings_, 1 << 30), profile)  # the figure it reports
+    assert huge > 8 << 20
+    with pytest.raises(ReferenceError) as info:
+        check_pane_bytes(settings_, profile)
+    message = str(info.value)
+    assert f"a pane would take {huge:,} bytes, over segmenting.max_pane_bytes (8,388,608)" in (
+        message
+    )
+    assert "segments [c0, c1, c2, c3] with segmenting.top_k 100 make 404 segments" in message
+    # the service refuses it at start, before calibrating anything
+    with pytest.raises(ReferenceError, match=r"over segmenting\.max_pane_bytes"):
+        ModelSpec(settings_, WindowSpec(60.0, 3600.0, 0.0))
+    # a lower top_k fits
+    assert check_pane_bytes(_sliced(path, fields=4, top_k=10), profile_for(path, 10)) < 8 << 20
+
+
+def replace_cap(settings_: ModelSettings, cap: int) -> ModelSettings:
+    segmenting = settings_.segmenting.model_copy(update={"max_pane_bytes": cap})
+    return settings_.model_copy(update={"segmenting": segmenting})
+
+
+def profile_for(path: Path, top_k: int) -> ReferenceProfile:
+    return load_reference(_sliced(path, fields=4, top_k=top_k))
