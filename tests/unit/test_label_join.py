@@ -327,15 +327,18 @@ def test_arguments_are_checked() -> None:
         LabelJoin().add_labels(["a", "b"], np.array(["x"], dtype=object), np.zeros(2), now=0.0)
 
 
-def test_a_join_side_stays_within_its_byte_budget_at_the_longest_ids():
-    """labels.max_bytes bounds the memory, whatever the ids: measured with tracemalloc."""
+@pytest.mark.parametrize("kpi_fields", [0, 3])
+def test_a_join_side_stays_within_its_byte_budget_at_the_longest_ids(kpi_fields):
+    """labels.max_bytes bounds the memory, whatever the ids, and with the fields of
+    label-aware KPIs kept by each pending prediction: measured with tracemalloc."""
     import gc
     import tracemalloc
 
-    from monitor.config import LabelSettings
+    from monitor.config import KPI_ROW_BYTES, LabelSettings
 
     budget = 2 << 20
-    capacity = LabelSettings(max_bytes=budget).capacity_within(256)
+    extra = KPI_ROW_BYTES if kpi_fields else 0
+    capacity = LabelSettings(max_bytes=budget).capacity_within(256, extra)
     n = 4 * capacity
     tracemalloc.start()
     try:
@@ -346,8 +349,9 @@ def test_a_join_side_stays_within_its_byte_budget_at_the_longest_ids():
             ids = [f"{i:0256d}" for i in range(start, start + 1000)]
             t = np.full(1000, 1000.0 + start)
             none = np.full(1000, None, dtype=object)
-            join.add_predictions(ids, t, np.random.random(1000), none, none, 1000.0)
-            del ids
+            kpi = np.random.random((1000, kpi_fields)) if kpi_fields else None
+            join.add_predictions(ids, t, np.random.random(1000), none, none, 1000.0, kpi=kpi)
+            del ids, kpi
         gc.collect()
         used = tracemalloc.get_traced_memory()[0] - before
     finally:
