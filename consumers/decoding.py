@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.events import MISMATCH, NONFINITE, EventBatch
+from monitor.events import MAX_VERSION_LENGTH, MISMATCH, NONFINITE, EventBatch
 from monitor.schema import FeatureKind, FeatureSpec
 
 __all__ = [
@@ -274,7 +274,14 @@ class BatchDecoder:
         bad_time = out_of_range(batch.event_time, now, self.max_future, self.max_age)
         limit = self.max_id_length
         long_id = np.fromiter((len(e) > limit for e in batch.event_id), bool, len(batch))
-        bad = bad_time | bad_latency | long_id
+        versions = batch.model_version
+        versions[versions == ""] = None  # no version: not a version named ""
+        long_version = np.fromiter(
+            (v is not None and len(v) > MAX_VERSION_LENGTH for v in versions.tolist()),
+            bool,
+            len(batch),
+        )
+        bad = bad_time | bad_latency | long_id | long_version
         if not bad.any():
             return batch
         t = batch.event_time
@@ -284,6 +291,11 @@ class BatchDecoder:
                 message = (
                     f"event_id of {len(batch.event_id[j])} characters > limit {limit} "
                     "(validation.max_id_length)"
+                )
+            elif long_version[j]:
+                reason = Reason.INVALID_FIELD
+                message = (
+                    f"model_version of {len(versions[j])} characters > limit {MAX_VERSION_LENGTH}"
                 )
             elif bad_time[j]:
                 reason = Reason.TIMESTAMP_OUT_OF_RANGE

@@ -338,6 +338,12 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
     kpi = GaugeMetricFamily(
         "driftline_kpi", "A business KPI of the model's live window", labels=["model", "kpi"]
     )
+    serving = GaugeMetricFamily(
+        "driftline_model_version_serving",
+        "1 for the version serving the model (the champion) while versions are side by side:"
+        " the one with the most events in its window, the first by name on a tie",
+        labels=["model", "model_version"],
+    )
 
     def add(family: Metric, labels: dict[str, str], value: float) -> None:
         family.samples.append(Sample(family.name, labels, value, None))
@@ -390,10 +396,12 @@ def _evaluation_metrics(evaluations: Mapping[str, ModelEvaluation]) -> Iterable[
         # each live version's own window, side by side (bounded: versions.live)
         for version, vev in ev.versions.items():
             export({"model": model, "model_version": version}, vev)
+        if ev.serving_version is not None:
+            add(serving, {"model": model, "model_version": ev.serving_version}, 1.0)
     yield from (score, pvalue, threshold, drifted, ratio, missing, mismatch, nonfinite)
     yield from (out_of_range, new_category)
     yield prediction
     yield from (performance, estimated, coverage)
     yield last
     yield window
-    yield from (traffic, reference_share, mix, kpi)
+    yield from (traffic, reference_share, mix, kpi, serving)

@@ -197,8 +197,8 @@ class ModelOwner:
 
     def _apply_version(self, owned: OwnedUnit, update: PaneUpdate, now: float) -> None:
         """Merge an update of a version's own window (the first reference seen of a
-        version is kept; at most ``versions.live`` versions, the least recently updated
-        retired first)."""
+        version is kept; at most ``versions.live`` versions, a new one refused until one
+        retires: no partition spoke of it for ``versions.retire_after``)."""
         spec = self.specs.get(update.model)
         if spec is None:
             self._reject("unknown_model", update, "no such model in the configuration")
@@ -206,6 +206,14 @@ class ModelOwner:
         assert update.model_version is not None
         versions = owned.versions.setdefault(update.model, {})
         m = versions.get(update.model_version)
+        if m is None and len(versions) >= spec.live_versions:
+            for version, held in list(versions.items()):
+                if now - held.updated_at > spec.retire_after:
+                    del versions[version]  # retired: its place is free
+        if m is None and len(versions) >= spec.live_versions:
+            # the live versions keep their places until they retire
+            self._reject("version_limit", update, "versions.live versions are live already")
+            return
         if m is None:
             if spec.stream_reference is None and update.fingerprint != spec.fingerprint:
                 self._reject("other_reference", update, "binned against another reference")
@@ -229,11 +237,7 @@ class ModelOwner:
         if not self._fits(update, m):
             return
         m.updated_at = now
-        versions.pop(update.model_version)
-        versions[update.model_version] = m  # most recently updated last
-        while len(versions) > max(spec.live_versions, 0):
-            del versions[next(iter(versions))]
-        if update.model_version in versions and m.merge.apply(update):
+        if m.merge.apply(update):
             self._evaluate(update.model, m, now, update.model_version)
 
     def tick(self, now: float) -> list[tuple[int, str]]:
@@ -359,7 +363,12 @@ class ModelOwner:
                     for v, vm in sorted(owned.versions.get(name, {}).items())
                     if vm.evaluation is not None
                 }
-                out[name] = replace(m.evaluation, versions=versions) if versions else m.evaluation
+                if not versions:
+                    out[name] = m.evaluation
+                    continue
+                # most events; on a tie (a shadow answers as many), the first by name
+                serving = min(versions, key=lambda v: (-versions[v].window_events, v))
+                out[name] = replace(m.evaluation, versions=versions, serving_version=serving)
         return out
 
     def history(self, model: str) -> list[Mapping[str, Any]]:

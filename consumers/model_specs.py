@@ -335,7 +335,9 @@ class ModelSpec:
     def retire_after(self) -> float:
         """Wall-clock seconds without an event after which a version is retired."""
         after = self.settings.versions.retire_after
-        return self.windows.pane * self.windows.size_panes if after is None else after
+        if after is None:
+            return self.windows.pane * self.windows.size_panes
+        return max(after, self.windows.pane)  # a version between two panes stays live
 
     def version_profile(self, version: str) -> ReferenceProfile | None:
         """The reference a version's own window is judged by: the configured reference, or
@@ -352,8 +354,15 @@ class ModelSpec:
         if profile.model_version is None:
             return
         self.version_profiles[profile.model_version] = profile
+        if self.stream_reference is not None:
+            self.stream_reference.profiled_versions.add(profile.model_version)
         while len(self.version_profiles) > max(self.live_versions, 1) + 1:
-            del self.version_profiles[next(iter(self.version_profiles))]
+            old = next(iter(self.version_profiles))
+            del self.version_profiles[old]
+            # forgotten: a version rolled back to later gets a reference again
+            ref, own = self.stream_reference, self.profile
+            if ref is not None and own is not None and old != own.model_version:
+                ref.profiled_versions.discard(old)
 
     def new_monitor(self, profile: ReferenceProfile | None = None) -> ModelMonitor:
         """A monitor of ``profile`` (default: the current reference)."""

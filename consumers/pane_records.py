@@ -18,6 +18,7 @@ import numpy as np
 
 from consumers.checkpoints import decode_plain, encode_plain
 from consumers.exceptions import ConsumersError
+from monitor.events import MAX_VERSION_LENGTH
 from monitor.pane_merge import PaneUpdate
 from monitor.panes import PaneCounts
 
@@ -30,7 +31,6 @@ MAX_INFLATED_BYTES = 64 << 20
 MAX_PANES = 64
 MAX_PARTITION = (1 << 20) - 1
 BIG = (1 << 62) - 1
-MAX_VERSION_LENGTH = 128
 
 
 class PaneRecordError(ConsumersError):

@@ -23,7 +23,6 @@ from numpy.typing import NDArray
 from consumers.checkpoints import RestoreError
 from consumers.decoding import DecodedBatch, GroundTruthBatch
 from consumers.model_specs import ModelSpec
-from consumers.pane_records import MAX_VERSION_LENGTH
 from monitor.events import EventBatch
 from monitor.label_join import Joined, LabelJoin
 from monitor.model_state import DELAY_BUCKETS, LATENCY_BUCKETS, ModelMonitor
@@ -40,6 +39,8 @@ log = logging.getLogger("driftline.partitions")
 #: producer sending random keys cannot blow up the metric's cardinality.
 MAX_UNEXPECTED_NAMES = 50
 OTHER_FEATURES = "__other__"
+#: versions waiting to become live that a model's slot remembers (the smallest are dropped)
+MAX_CANDIDATES = 64
 
 
 @dataclass
@@ -58,6 +59,8 @@ class _Slot:
     live: dict[str, float] = field(default_factory=dict)
     #: each live version's own window and label join, while two or more are live
     versions: dict[str, _Slot] = field(default_factory=dict)
+    #: versions not live yet here, with the events they sent (bounded)
+    candidates: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -237,23 +240,36 @@ class InputPartitions:
     def _live_versions(
         self, partition: int, slot: _Slot, spec: ModelSpec, batch: EventBatch, now: float
     ) -> dict[str, _Slot]:
-        """Note the versions of ``batch`` as live; return the version slots to count it in.
+        """Note the versions of ``batch``; return the version slots to count it in.
 
-        At most ``versions.live`` versions are live per partition, the least recently seen
-        retired first, and so is one without events for ``versions.retire_after``. Each live
-        version has its own window and label join while two or more are live."""
+        A version becomes live once it has sent ``drift.min_events`` events here (fewer get
+        no verdict anyway, and a stray version never takes a place) and while fewer than
+        ``versions.live`` are live; it stays live until it has had no event for
+        ``versions.retire_after``, so versions beyond the bound wait for a place instead of
+        pushing the others out. While this instance has two live versions or more of the
+        model, in any of its partitions, each live version has its own window here."""
         if spec.live_versions < 2:
             return {}
-        seen = [
-            v
-            for v in dict.fromkeys(batch.model_version.tolist())
-            if isinstance(v, str) and len(v) <= MAX_VERSION_LENGTH
-        ]
+        seen = [v for v in dict.fromkeys(batch.model_version.tolist()) if v and isinstance(v, str)]
+        if not seen:
+            return {}
+        versions = batch.model_version
         for version in seen:
-            slot.live.pop(version, None)
-            slot.live[version] = now
-        self._retire(partition, slot, spec, now)
-        if len(slot.live) < 2:
+            if version in slot.live:
+                slot.live[version] = now
+        self._retire(partition, slot, spec, now)  # places freed first
+        for version in seen:
+            if version in slot.live:
+                continue
+            n = slot.candidates.get(version, 0) + int(np.count_nonzero(versions == version))
+            if n >= spec.policy.min_events and len(slot.live) < spec.live_versions:
+                slot.candidates.pop(version, None)
+                slot.live[version] = now
+                continue
+            if version not in slot.candidates and len(slot.candidates) >= MAX_CANDIDATES:
+                del slot.candidates[min(slot.candidates, key=slot.candidates.__getitem__)]
+            slot.candidates[version] = n
+        if not self._side_by_side(spec.name):
             slot.versions.clear()
             return {}
         capacity = spec.settings.join_capacity(self.max_id_length)
@@ -264,10 +280,19 @@ class InputPartitions:
                 )
         return {v: slot.versions[v] for v in seen if v in slot.versions}
 
+    def _side_by_side(self, model: str) -> bool:
+        """Whether two versions or more of ``model`` are live in this instance."""
+        live: set[str] = set()
+        for slots in self._slots.values():
+            slot = slots.get(model)
+            if slot is not None:
+                live.update(slot.live)
+                if len(live) >= 2:
+                    return True
+        return False
+
     @staticmethod
     def _retire(partition: int, slot: _Slot, spec: ModelSpec, now: float) -> None:
-        while len(slot.live) > spec.live_versions:
-            slot.live.pop(next(iter(slot.live)))
         for version, seen_at in list(slot.live.items()):
             if now - seen_at > spec.retire_after:
                 del slot.live[version]
@@ -331,7 +356,7 @@ class InputPartitions:
             for name, slot in slots:
                 if slot.live:
                     self._retire(partition, slot, self.specs[name], now)
-                    if len(slot.live) < 2:
+                    if not self._side_by_side(name):
                         slot.versions.clear()
                 for s in (slot, *slot.versions.values()):
                     if s.monitor is not None:

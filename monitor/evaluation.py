@@ -225,6 +225,9 @@ class ModelEvaluation:
     model_version: str | None = None
     #: the evaluation of each live version with a window of its own, by version
     versions: Mapping[str, ModelEvaluation] = field(default_factory=dict)
+    #: the version serving the model (the champion): of ``versions``, the one with the
+    #: most events in its window; on a tie (a shadow answers as many), the first by name
+    serving_version: str | None = None
 
     @property
     def drifted_features_ratio(self) -> float | None:
@@ -280,7 +283,10 @@ class ModelEvaluation:
             ),
             **({"model_version": self.model_version} if self.model_version is not None else {}),
             **(
-                {"versions": {v: ev.to_dict() for v, ev in self.versions.items()}}
+                {
+                    "versions": {v: ev.to_dict() for v, ev in self.versions.items()},
+                    "serving_version": self.serving_version,
+                }
                 if self.versions
                 else {}
             ),

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MISMATCH", "NONFINITE", "OK", "EventBatch"]
+__all__ = ["MAX_VERSION_LENGTH", "MISMATCH", "NONFINITE", "OK", "EventBatch"]
 
 #: Per-value flags, kept only for features where some value was not usable as is.
 OK, MISMATCH, NONFINITE = 0, 1, 2
+#: a longer ``model_version`` is refused: it becomes a label value and is kept with every
+#: pending prediction
+MAX_VERSION_LENGTH = 128
 
 
 @dataclass

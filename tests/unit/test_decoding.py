@@ -270,3 +270,22 @@ def test_the_tags_a_model_is_sliced_by_become_columns_on_both_paths():
     assert out.batches["fraud"].select(np.array([False, False, True])).tags["region"].tolist() == [
         "us"
     ]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_empty_version_is_no_version_and_a_long_one_is_refused(fast):
+    """model_version becomes a label value: "" would be the model's own series, and a
+    version longer than MAX_VERSION_LENGTH is refused, on both decoding paths."""
+    from monitor.events import MAX_VERSION_LENGTH
+
+    dec = BatchDecoder(SPECS)
+    extra = {} if fast else {"features": {"amount": "not a number"}}  # the lenient path
+    values = [
+        enc(event(0, model_version="", **extra)),
+        enc(event(1, model_version="v" * (MAX_VERSION_LENGTH + 1), **extra)),
+        enc(event(2, model_version="v" * MAX_VERSION_LENGTH, **extra)),
+    ]
+    out = dec.decode(values, [0.0] * 3)
+    assert [(i.index, i.reason) for i in out.invalid] == [(1, Reason.INVALID_FIELD)]
+    assert "model_version of 129 characters" in out.invalid[0].message
+    assert out.batches["fraud"].model_version.tolist() == [None, "v" * MAX_VERSION_LENGTH]

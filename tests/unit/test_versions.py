@@ -118,6 +118,7 @@ def test_a_shadow_challenger_and_its_champion_are_each_joined_to_the_one_ground_
         skm.accuracy_score(truth[inside], champion[inside] >= 0.5)
     )
     assert ev.versions["v2"].performance["roc_auc"] > ev.versions["v1"].performance["roc_auc"]
+    assert ev.serving_version == "v1"  # as many events as the shadow: the first by name
     c = service.inputs.counters()["m"]
     assert c.shadow == n
     assert c.unjoined["duplicate_prediction"] == 0
@@ -154,42 +155,81 @@ def test_a_redelivered_prediction_is_a_duplicate_not_a_shadow(ref):
     assert ev.window_events == _inside(ev, t).sum()  # counted once
 
 
-def test_live_versions_are_bounded_and_the_least_recently_seen_retired(ref):
+def test_live_versions_are_bounded_and_keep_their_places_until_they_retire(ref):
+    """Versions beyond versions.live wait for a place instead of pushing the live ones
+    out (which would empty every window); a stray version never takes one; a version
+    silent for retire_after gives its place up, in both stages."""
     rng = np.random.default_rng(3)
     service = Service(config(ref, versions={"live": 3}))
-    t0 = 0.0
-    for i, version in enumerate(["a", "b", "c", "d", "e", "c"]):
-        t = t0 + np.arange(100) * 0.1
-        ids = [f"{version}{i}-{j}" for j in range(100)]
-        service.handle(predictions(ids, t, rng.normal(size=100), np.full(100, 0.5), version), 100.0)
-        t0 += 10.0
-    slot = service.inputs._slots[0]["m"]
-    assert list(slot.live) == ["d", "e", "c"]
-    assert sorted(slot.versions) == ["c", "d", "e"]
-    service.apply_panes(0, service.flush(0, 100.0), 100.0)
+    slot = None
+    for step in range(6):
+        t = step * 10.0 + np.arange(400) * 0.025
+        parts = ["a", "b", "c", "d", "e"] if step else ["a", "b", "c"]
+        for version in parts:
+            ids = [f"{version}{step}-{j}" for j in range(400)]
+            x, p = rng.normal(size=400), np.full(400, 0.5)
+            service.handle(predictions(ids, t, x, p, version), 60.0 + step)
+        stray = [f"stray{step}"]
+        service.handle(predictions(stray, t[:1], x[:1], p[:1], f"stray{step}"), 60.0 + step)
+        slot = service.inputs._slots[0]["m"]
+        assert list(slot.live) == ["a", "b", "c"]
+    assert slot is not None
+    assert sorted(slot.versions) == ["a", "b", "c"]
+    # never emptied (its window began with its second batch, when b became live)
+    assert slot.versions["a"].predictions == 5 * 400
+    assert len(slot.candidates) <= 64
+    service.apply_panes(0, service.flush(0, 66.0), 66.0)
     ev = service.evaluation("m")
     assert ev is not None
-    assert 2 <= len(ev.versions) <= 3
-    # a version silent for retire_after (default: the window) is retired; with one live
-    # version left, nothing is side by side
-    later = 100.0 + SIZE + 1
-    t = t0 + np.arange(100) * 0.1
-    ids = [f"e-late-{j}" for j in range(100)]
-    service.handle(predictions(ids, t, rng.normal(size=100), np.full(100, 0.5), "e"), later)
+    assert sorted(ev.versions) == ["a", "b", "c"]
+    # the version with most events serves (a's window began with its second batch)
+    assert ev.serving_version == "b"
+    # a, b and c stop; d and e go on and take their places once they retire
+    later = 66.0 + SIZE + 1
+    for round_ in range(2):  # d's own window begins once e is live too
+        for version in ("d", "e"):
+            t = 60.0 + round_ * 10 + np.arange(400) * 0.025
+            ids = [f"{version}-late{round_}-{j}" for j in range(400)]
+            service.handle(predictions(ids, t, rng.normal(size=400), p, version), later)
     service.apply_panes(0, service.flush(0, later), later)
-    assert list(slot.live) == ["e"]
-    assert not slot.versions
-    service.tick(later + SIZE + 1)
+    assert list(slot.live) == ["d", "e"]
+    assert sorted(slot.versions) == ["d", "e"]
+    assert sorted(service.owner.units[0].versions["m"]) == ["d", "e"]
+    assert service.owner.rejected["version_limit"] == 0
+    service.tick(later + SIZE + 1)  # no partition spoke of them since
     assert not service.owner.units[0].versions["m"]
 
 
-def test_a_long_or_missing_version_gets_no_window_of_its_own(ref):
-    rng = np.random.default_rng(4)
+def test_a_version_seen_in_one_partition_only_still_has_every_partition_counted(ref):
+    """v1 serves two partitions; a shadow v2 reaches partition 0 only: v1's own window
+    still counts the events of both partitions."""
+    rng = np.random.default_rng(7)
     service = Service(config(ref))
-    for version in ("v" * 200, None, "v1"):
-        ids = [f"{version}-{j}" for j in range(50)]
-        t = np.arange(50) * 0.1
-        service.handle(predictions(ids, t, rng.normal(size=50), np.full(50, 0.5), version), 5.0)
+    n = 1200
+    t = np.arange(n) * 0.1
+    for partition in (0, 1):
+        ids = [f"p{partition}-{i}" for i in range(n)]
+        x, p = rng.normal(size=n), rng.random(n)
+        for lo in range(0, n, 300):
+            s = slice(lo, lo + 300)
+            service.handle(predictions(ids[s], t[s], x[s], p[s], "v1"), 120.0, partition)
+            if partition == 0:
+                service.handle(predictions(ids[s], t[s], x[s], p[s], "v2"), 120.0, partition)
+    service.apply_panes(0, service.flush(0, 120.0) + service.flush(1, 120.0), 120.0)
+    ev = service.evaluation("m")
+    assert ev is not None
+    assert ev.versions["v1"].window_events == ev.window_events == 2 * 600
+    assert ev.versions["v2"].window_events == 600
+    assert ev.serving_version == "v1"
+
+
+def test_a_missing_or_empty_version_gets_no_window_of_its_own(ref):
+    service = Service(config(ref))
+    rng = np.random.default_rng(4)
+    for version in (None, "", "v1"):
+        ids = [f"{version}-{j}" for j in range(150)]
+        t = np.arange(150) * 0.1
+        service.handle(predictions(ids, t, rng.normal(size=150), np.full(150, 0.5), version), 5.0)
     assert list(service.inputs._slots[0]["m"].live) == ["v1"]
 
 
