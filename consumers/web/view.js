@@ -303,6 +303,32 @@
     return card;
   }
 
+  // each live version's own window beside the others (champion, shadow, canary)
+  function versions(ev) {
+    var names = Object.keys(ev.versions).sort();
+    var seen = [];
+    names.forEach(function (v) {
+      Object.keys((ev.versions[v].performance || {}).realized || {}).forEach(function (k) {
+        if (seen.indexOf(k) < 0) seen.push(k);
+      });
+    });
+    var metrics = PREFERRED.filter(function (k) { return seen.indexOf(k) >= 0; }).slice(0, 3);
+    var cols = [["version", function (v) { return v + (v === ev.serving_version ? " (serving)" : ""); }],
+      ["events", function (v) { return String(ev.versions[v].window.events); }],
+      ["drifted features", function (v) { return String((ev.versions[v].drifted_features || []).length); }],
+      ["label coverage", function (v) { return pct(ev.versions[v].performance.label_coverage); }]]
+      .concat(metrics.map(function (k) {
+        return [k, function (v) { return fmt((ev.versions[v].performance.realized || {})[k]); }];
+      }));
+    return el("div", { class: "card versions" }, [el("h4", { text: "versions side by side (own windows)" }),
+      el("div", { class: "scroll" }, [el("table", {}, [
+        el("thead", {}, [el("tr", {}, cols.map(function (c) { return el("th", { text: c[0] }); }))]),
+        el("tbody", {}, names.map(function (v) {
+          return el("tr", { "data-version": v }, cols.map(function (c) { return el("td", { text: c[1](v) }); }));
+        })),
+      ])])]);
+  }
+
   function model(m, report) {
     var ev = m.evaluation, history = m.history || [];
     var box = el("article", { class: "model", "data-model": m.model }, [el("h2", { text: "model " + m.model })]);
@@ -319,6 +345,7 @@
     var perf = el("div", { class: "card" }, [el("h4", { text: "realized vs estimated performance, label coverage" })]);
     box.appendChild(perf);
     performance(perf, m.model, history);
+    if (ev.versions && Object.keys(ev.versions).length) box.appendChild(versions(ev));
     var sorted = ev.features.slice().sort(bySeverity);
     var timeline = el("div", { class: "chart drift-timeline" });
     box.appendChild(el("div", { class: "card" }, [el("h4", { text: "when each feature drifted" +

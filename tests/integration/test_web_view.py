@@ -330,3 +330,93 @@ def test_the_replay_report_is_one_file_that_shows_the_whole_period(tmp_path):
         assert errors == []
         assert requested == [report.as_uri()]
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_web_view_shows_versions_side_by_side(tmp_path):
+    """A champion and a shadow challenger answering the same requests: the page's table
+    shows each version's own window, its realized accuracy as scikit-learn computes it on
+    its own predictions, and which version serves."""
+    from sklearn import metrics as skm
+
+    from consumers.decoding import DecodedBatch, GroundTruthBatch
+    from monitor.events import EventBatch
+
+    rng = np.random.default_rng(15)
+    ref = tmp_path / "ref.csv"
+    x_ref = rng.normal(size=3000)
+    ref.write_text(
+        "x,prediction\n" + "\n".join(f"{a},{1 / (1 + np.exp(-a))}" for a in x_ref.tolist()) + "\n"
+    )
+    config = DriftlineConfig.model_validate(
+        {
+            "http": {"port": 0},
+            "windows": {"pane": "10s", "size": "60s", "allowed_lateness": "0s"},
+            "models": [{"name": "fraud", "reference": {"path": str(ref)}}],
+        }
+    )
+    service = Service(config)
+    n = 1500
+    ids = [f"r{i}" for i in range(n)]
+    t = T0 + np.arange(n) * 0.1
+    x = rng.normal(size=n)
+    truth = (rng.random(n) < 1 / (1 + np.exp(-2 * x))).astype(int)
+    scores = {
+        "2026-11-01": 1 / (1 + np.exp(-(x + rng.normal(0, 1.5, n)))),
+        "2026-12-01": 1 / (1 + np.exp(-(2 * x + rng.normal(0, 0.5, n)))),
+    }
+    now = float(t[-1])
+    for lo in range(0, n, 250):
+        s = slice(lo, lo + 250)
+        for version, p in scores.items():
+            service.handle(
+                DecodedBatch(
+                    batches={
+                        "fraud": EventBatch(
+                            model="fraud",
+                            event_time=t[s],
+                            event_id=ids[s],
+                            model_version=np.full(250, version, dtype=object),
+                            numerical={"x": x[s]},
+                            categorical={},
+                            score=p[s],
+                            label=np.full(250, None, dtype=object),
+                            latency_ms=np.full(250, np.nan),
+                        )
+                    }
+                ),
+                now,
+            )
+    y_true = np.empty(n, dtype=object)
+    y_true[:] = [str(v) for v in truth]
+    service.handle_ground_truth(GroundTruthBatch(labels={"fraud": (ids, y_true, t)}), now)
+    service.apply_panes(0, service.flush(0, now), now)
+    ev = service.evaluation("fraud")
+    assert ev is not None
+    inside = (t >= ev.window_start) & (t < ev.window_end)
+    http = HttpServer("127.0.0.1", 0, service.registry, service)
+    http.start()
+    try:
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{http.port}/")
+            page.wait_for_selector('article[data-model="fraud"] .versions tr[data-version]')
+            rows = page.eval_on_selector_all(
+                ".versions tr[data-version]",
+                "rows => rows.map(r => [...r.children].map(td => td.textContent))",
+            )
+            headers = page.eval_on_selector_all(
+                ".versions th", "ths => ths.map(th => th.textContent)"
+            )
+            page.screenshot(path=str(tmp_path / "versions.png"), full_page=True)
+    finally:
+        http.stop()
+    assert errors == []
+    assert headers[:4] == ["version", "events", "drifted features", "label coverage"]
+    accuracy = headers.index("accuracy")
+    assert [r[0] for r in rows] == ["2026-11-01 (serving)", "2026-12-01"]
+    for row, p in zip(rows, scores.values(), strict=True):
+        assert row[1] == str(int(inside.sum()))
+        want = skm.accuracy_score(truth[inside], p[inside] >= 0.5)
+        assert float(row[accuracy]) == pytest.approx(want, abs=5e-4)  # shown to 3 digits
