@@ -20,6 +20,9 @@ from panels import (
 
 __all__ = ["model_detail"]
 
+#: query B of a panel drawn dashed: the reference, or the model as served, to compare with
+DASHED = dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})
+
 
 def model_detail() -> Dashboard:
     """One model, chosen with the ``model`` variable."""
@@ -74,13 +77,7 @@ def model_detail() -> Dashboard:
                 ),
                 steps=thresholds(OK, ("red", DRIFT_THRESHOLD)),
             ).override_by_query(
-                "B",
-                [
-                    dm.DynamicConfigValue(
-                        id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
-                    ),
-                    dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
-                ],
+                "B", [DASHED, dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0)]
             )
         )
         .with_panel(
@@ -298,14 +295,7 @@ def model_detail() -> Dashboard:
                     "served {{metric}}",
                     "B",
                 ),
-            ).override_by_query(
-                "B",
-                [
-                    dm.DynamicConfigValue(
-                        id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
-                    )
-                ],
-            )
+            ).override_by_query("B", [DASHED])
         )
         .with_panel(
             timeseries(
@@ -369,14 +359,7 @@ def model_detail() -> Dashboard:
                     "B",
                 ),
                 maximum=1,
-            ).override_by_query(
-                "B",
-                [
-                    dm.DynamicConfigValue(
-                        id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
-                    )
-                ],
-            )
+            ).override_by_query("B", [DASHED])
         )
         .with_panel(
             timeseries(
