@@ -83,8 +83,9 @@ generate: $(VENV)/.installed-dev
 e2e: $(VENV)/.installed-dev prometheus-tools
 	$(BIN)/python -m pytest tests/e2e
 
+# the slowest tests are listed at the end, to keep the whole run short
 test: lint typecheck rules browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/unit monitor
