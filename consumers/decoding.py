@@ -276,11 +276,13 @@ class BatchDecoder:
         long_id = np.fromiter((len(e) > limit for e in batch.event_id), bool, len(batch))
         versions = batch.model_version
         versions[versions == ""] = None  # no version: not a version named ""
-        long_version = np.fromiter(
-            (v is not None and len(v) > MAX_VERSION_LENGTH for v in versions.tolist()),
-            bool,
-            len(batch),
-        )
+        long_version = np.zeros(len(batch), dtype=bool)
+        if max(map(len, filter(None, versions.tolist())), default=0) > MAX_VERSION_LENGTH:
+            long_version = np.fromiter(
+                (v is not None and len(v) > MAX_VERSION_LENGTH for v in versions.tolist()),
+                bool,
+                len(batch),
+            )
         bad = bad_time | bad_latency | long_id | long_version
         if not bad.any():
             return batch

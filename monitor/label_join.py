@@ -308,10 +308,17 @@ class LabelJoin:
         repeated earlier in the list (a redelivery, or a shadow version's prediction for a
         request the model already answered). Dictionary look-ups only; nothing changes."""
         pending, joined = self._predictions.index, self._joined.index
+        n = len(event_id)
+        if (
+            len(set(event_id)) == n
+            and not any(map(pending.__contains__, event_id))
+            and not any(map(joined.__contains__, event_id))
+        ):
+            return np.ones(n, dtype=bool)  # the usual batch: look-ups in C only
         seen: set[str] = set()
         add = seen.add
         fresh = (not (e in pending or e in joined or e in seen or add(e)) for e in event_id)
-        return np.fromiter(fresh, dtype=bool, count=len(event_id))
+        return np.fromiter(fresh, dtype=bool, count=n)
 
     def shadows(
         self, event_id: Sequence[str], version: NDArray[np.object_], fresh: NDArray[np.bool_]
