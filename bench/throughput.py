@@ -13,6 +13,7 @@ rates and the ratios. Not a test: run it with ``make bench``.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import threading
@@ -112,6 +113,7 @@ def driftline_rate(
     service.decoder.decode = timed_decode  # type: ignore[method-assign]
     stop = threading.Event()
     loop = ConsumerLoop(service, config.kafka)
+    gc.freeze()  # as `driftline run` does before consuming
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     counted, deadline = 0, time.time() + 600
@@ -123,6 +125,7 @@ def driftline_rate(
     end = time.perf_counter()
     stop.set()
     thread.join(30)
+    gc.unfreeze()  # this trial's service may go
     return counted, end - first[0]
 
 
