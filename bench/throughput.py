@@ -52,12 +52,15 @@ def columns(rng: np.random.Generator, n: int) -> dict[str, Any]:
     return cols
 
 
-def produce(bootstrap: str, topic: str, n: int, rng: np.random.Generator) -> float:
+def produce(
+    bootstrap: str, topic: str, n: int, rng: np.random.Generator, spacing: float = 0.001
+) -> float:
+    """N events, ``spacing`` seconds apart in event time, ending an hour ago."""
     cols = columns(rng, n)
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1
     )
-    t0 = float(int(time.time()) - 3600)  # within validation's accepted range
+    t0 = float(int(time.time()) - 3600) - n * spacing  # within validation's accepted range
     start = time.perf_counter()
     lists = {k: v.tolist() for k, v in cols.items()}
     for i in range(n):
@@ -65,7 +68,7 @@ def produce(bootstrap: str, topic: str, n: int, rng: np.random.Generator) -> flo
             "event_id": f"e{i}",
             "model": "bench",
             "model_version": "v1",
-            "timestamp": t0 + i * 0.001,
+            "timestamp": t0 + i * spacing,
             "features": {k: lists[k][i] for k in lists},
             "prediction": 0.5,
             "latency_ms": 3.0,
