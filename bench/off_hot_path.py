@@ -21,8 +21,9 @@ on the embedded broker).
   closes about 100 panes a second, far from live settings but what a restart after
   downtime does.
 
-Prints each mode's rate, the panes closed, evaluations and scrapes made per second, and
-the ratio to ``bare`` of the same trial. Not a test.
+Prints each mode's rate, the pane records sent and evaluations made per second, the
+scrapes, the service process's CPU time per event (all its threads; the scraper's process
+is not counted), and the ratios to ``bare`` of the same trial. Not a test.
 
     python bench/off_hot_path.py [--events 1000000] [--trials 3] [--client confluent]
 """
@@ -117,6 +118,7 @@ def run(mode: str, bootstrap: str, topic: str, n: int, ref: Path, client: str) -
     thread.start()
     counted, deadline = 0, time.time() + 600
     start: tuple[float, int] | None = None
+    cpu_start = 0.0
     while time.time() < deadline:
         counted = service.events_counted("bench")
         if counted >= n:
@@ -125,9 +127,10 @@ def run(mode: str, bootstrap: str, topic: str, n: int, ref: Path, client: str) -
         if start is None and counted and stage2 and stage2.assignment():
             # read again: asking for the assignment can wait while stage 2 joins its group
             start = (time.perf_counter(), service.events_counted("bench"))
+            cpu_start = time.process_time()
             evaluations[0] = published[0] = 0
         time.sleep(0.01)
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     evaluated, panes = evaluations[0], published[0]
     stop.set()
     thread.join(30)
@@ -151,6 +154,9 @@ def run(mode: str, bootstrap: str, topic: str, n: int, ref: Path, client: str) -
         "panes_per_s": panes / seconds,
         "evaluations_per_s": evaluated / seconds,
         "scrapes": scrapes,
+        # the service process's CPU (every thread: both stages, the Kafka client's, HTTP)
+        # per event counted: less at the mercy of other work on the machine than the rate
+        "cpu_us": (cpu_end - cpu_start) / max(counted - start[1], 1) * 1e6,
     }
 
 
@@ -191,16 +197,21 @@ def main() -> int:
                     f"trial {trial}: {mode:<12} {r['rate']:>9,.0f} events/s "
                     f"(over {r['measured']:,}), per second: panes sent "
                     f"{r['panes_per_s']:>5.1f}, evaluations {r['evaluations_per_s']:>5.1f}; "
-                    f"scrapes {r['scrapes']:>3}",
+                    f"scrapes {r['scrapes']:>3}; CPU {r['cpu_us']:.2f} µs/event",
                     flush=True,
                 )
     bare = [r["rate"] for r in results["bare"]]
+    bare_cpu = [r["cpu_us"] for r in results["bare"]]
     for mode in modes:
         rates = [r["rate"] for r in results[mode]]
         ratios = [a / b for a, b in zip(rates, bare, strict=True)]
+        cpu = [r["cpu_us"] for r in results[mode]]
+        more = [c / b - 1.0 for c, b in zip(cpu, bare_cpu, strict=True)]
         print(
             f"median {mode:<12} {float(np.median(rates)):>9,.0f} events/s, of bare: median "
-            f"{float(np.median(ratios)):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+            f"{float(np.median(ratios)):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+            f"CPU per event {float(np.median(cpu)):.2f} µs, {float(np.median(more)):+.1%} "
+            f"on bare ({min(more):+.1%} to {max(more):+.1%})"
         )
     return 0 if all(r["complete"] for rs in results.values() for r in rs) else 1
 
