@@ -13,6 +13,7 @@ rates and the ratios. Not a test: run it with ``make bench``.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import threading
@@ -51,12 +52,15 @@ def columns(rng: np.random.Generator, n: int) -> dict[str, Any]:
     return cols
 
 
-def produce(bootstrap: str, topic: str, n: int, rng: np.random.Generator) -> float:
+def produce(
+    bootstrap: str, topic: str, n: int, rng: np.random.Generator, spacing: float = 0.001
+) -> float:
+    """N events, ``spacing`` seconds apart in event time, ending an hour ago."""
     cols = columns(rng, n)
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1
     )
-    t0 = float(int(time.time()) - 3600)  # within validation's accepted range
+    t0 = float(int(time.time()) - 3600) - n * spacing  # within validation's accepted range
     start = time.perf_counter()
     lists = {k: v.tolist() for k, v in cols.items()}
     for i in range(n):
@@ -64,7 +68,7 @@ def produce(bootstrap: str, topic: str, n: int, rng: np.random.Generator) -> flo
             "event_id": f"e{i}",
             "model": "bench",
             "model_version": "v1",
-            "timestamp": t0 + i * 0.001,
+            "timestamp": t0 + i * spacing,
             "features": {k: lists[k][i] for k in lists},
             "prediction": 0.5,
             "latency_ms": 3.0,
@@ -97,21 +101,46 @@ def bench_config(
 
 
 def driftline_rate(
-    bootstrap: str, topic: str, n: int, reference: Path, client: str = "kafka-python"
+    bootstrap: str,
+    topic: str,
+    n: int,
+    reference: Path,
+    client: str = "kafka-python",
+    cpu: dict[str, float] | None = None,
 ) -> tuple[int, float]:
+    """(events counted, seconds from the first record decoded to the last counted); with
+    ``cpu``, fills it with stage 1's thread CPU seconds over that time: ``total``,
+    ``decode`` and ``count`` (partition state, panes, label join)."""
     config = bench_config(bootstrap, topic, reference, "bench-driftline", client)
     service = Service(config)
     first: list[float] = []
-    decode = service.decoder.decode
+    clock: list[int] = []
+    spent = {"total": 0.0, "decode": 0.0, "count": 0.0}
+    decode, handle = service.decoder.decode, service.handle
 
     def timed_decode(values: Any, times: Any, now: float | None = None) -> Any:
         if not first:
             first.append(time.perf_counter())
-        return decode(values, times, now=now)
+            clock.append(time.pthread_getcpuclockid(threading.get_ident()))
+            spent["total"] = -time.thread_time()
+        start = time.thread_time()
+        try:
+            return decode(values, times, now=now)
+        finally:
+            spent["decode"] += time.thread_time() - start
+
+    def timed_handle(*args: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return handle(*args)
+        finally:
+            spent["count"] += time.thread_time() - start
 
     service.decoder.decode = timed_decode  # type: ignore[method-assign]
+    service.handle = timed_handle  # type: ignore[method-assign]
     stop = threading.Event()
     loop = ConsumerLoop(service, config.kafka)
+    gc.freeze()  # as `driftline run` does before consuming
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     counted, deadline = 0, time.time() + 600
@@ -121,20 +150,27 @@ def driftline_rate(
             break
         time.sleep(0.01)
     end = time.perf_counter()
+    if clock:
+        spent["total"] += time.clock_gettime(clock[0])
     stop.set()
     thread.join(30)
+    gc.unfreeze()  # this trial's service may go
+    if cpu is not None:
+        cpu.update(spent)
     return counted, end - first[0]
 
 
 MEASURES = ("raw kafka-python", "raw confluent", "driftline kafka-python", "driftline confluent")
 
 
-def measure(name: str, bootstrap: str, topic: str, n: int, ref: Path) -> tuple[int, float]:
+def measure(
+    name: str, bootstrap: str, topic: str, n: int, ref: Path, cpu: dict[str, float]
+) -> tuple[int, float]:
     if name == "raw kafka-python":
         return raw_consume_rate(bootstrap, topic, n, LOW_TIMEOUTS)
     if name == "raw confluent":
         return raw_confluent_rate(bootstrap, topic, n, LOW_TIMEOUTS)
-    return driftline_rate(bootstrap, topic, n, ref, name.removeprefix("driftline "))
+    return driftline_rate(bootstrap, topic, n, ref, name.removeprefix("driftline "), cpu)
 
 
 def main() -> int:
@@ -146,6 +182,7 @@ def main() -> int:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rates: dict[str, list[float]] = {m: [] for m in args.only}
+    costs: dict[str, list[dict[str, float]]] = {m: [] for m in args.only}
     complete = True
     with tempfile.TemporaryDirectory() as tmp:
         broker = None
@@ -171,15 +208,33 @@ def main() -> int:
             for trial in range(1, args.trials + 1):
                 cells = []
                 for name in args.only:
-                    got, seconds = measure(name, bootstrap, topic, args.events, ref)
+                    cpu: dict[str, float] = {}
+                    got, seconds = measure(name, bootstrap, topic, args.events, ref, cpu)
                     complete &= got == args.events
                     rates[name].append(got / seconds if seconds > 0 else float("nan"))
                     cells.append(f"{name} {rates[name][-1]:>9,.0f}")
-                print(f"trial {trial}: " + "   ".join(cells) + "  events/s")
+                    if cpu:
+                        costs[name].append({k: v / got * 1e6 for k, v in cpu.items()})
+                print(f"trial {trial}: " + "   ".join(cells) + "  events/s", flush=True)
         finally:
             if broker is not None:
                 broker.stop()
     print("median events/s: " + ", ".join(f"{m} {np.median(r):,.0f}" for m, r in rates.items()))
+    # per event, in microseconds: a raw client's whole time per record, and how stage 1's
+    # thread spent its CPU (what is not decoding or counting is the client's poll and the
+    # loop), so the two can be set side by side
+    for m, r in rates.items():
+        if m.startswith("raw"):
+            print(f"median µs per record, {m}: {1e6 / float(np.median(r)):.2f} (wall)")
+    for m, cs in costs.items():
+        if cs:
+            med = {k: float(np.median([c[k] for c in cs])) for k in cs[0]}
+            rest = med["total"] - med["decode"] - med["count"]
+            print(
+                f"median µs per event, {m}: wall {1e6 / float(np.median(rates[m])):.2f}, "
+                f"stage 1 CPU {med['total']:.2f} = decode {med['decode']:.2f} + count "
+                f"{med['count']:.2f} + client poll and loop {rest:.2f}"
+            )
     for num, den in (
         ("driftline kafka-python", "raw kafka-python"),
         ("driftline confluent", "raw confluent"),

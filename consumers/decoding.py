@@ -5,8 +5,8 @@ features ``float | None``, categorical ``str | int | bool | None``, unknown feat
 forbidden). A record is decoded with the decoder of the model seen last; when that fails
 or names another model, the record takes the lenient path, which finds its model, accepts
 what the contract allows (NaN/Infinity literals, extra features, wrong-typed feature values,
-all counted), or rejects it with a reason for the dead-letter topic. Columns are built from
-the decoded structs with C-level transposition, never a Python loop per event per feature.
+all counted), or rejects it with a reason for the dead-letter topic. Columns are read from
+the decoded structs one at a time in C, never a Python loop per event per feature.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -141,6 +142,9 @@ class _ModelCodec:
             gc=False,
         )
         self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(event)
+        self.features = features
+        #: each feature's value of a features struct, in ``specs`` order
+        self.getters = [attrgetter(f"f{i}") for i in range(len(self.specs))]
 
 
 @dataclass
@@ -153,7 +157,7 @@ class _Rows:
     time: list[float] = field(default_factory=list)
     prediction: list[Any] = field(default_factory=list)
     latency: list[float | None] = field(default_factory=list)
-    features: list[tuple[Any, ...]] = field(default_factory=list)
+    features: list[Any] = field(default_factory=list)  # the codec's features structs
     flags: list[tuple[int, int, int]] = field(default_factory=list)  # (row, feature, flag)
     tags: list[dict[str, str] | None] = field(default_factory=list)
 
@@ -166,11 +170,11 @@ class _Rows:
         try:  # the common case: every event has an RFC 3339 timestamp
             times = list(map(datetime.timestamp, stamps))
         except TypeError:
-            times = list(map(_epoch, stamps, record_times))
+            times = _epochs(stamps, record_times)
         self.time.extend(times)
         self.prediction.extend([e.prediction for e in events])
         self.latency.extend([e.latency_ms for e in events])
-        self.features.extend(map(msgspec.structs.astuple, [e.features for e in events]))
+        self.features.extend([e.features for e in events])
         self.tags.extend([e.tags for e in events])
 
 
@@ -273,7 +277,7 @@ class BatchDecoder:
         bad_latency = ~np.isnan(lat) & ~((lat >= 0) & (lat <= MAX_LATENCY_MS))
         bad_time = out_of_range(batch.event_time, now, self.max_future, self.max_age)
         limit = self.max_id_length
-        long_id = np.fromiter((len(e) > limit for e in batch.event_id), bool, len(batch))
+        long_id = np.fromiter(map(len, batch.event_id), np.intp, len(batch)) > limit
         versions = batch.model_version
         versions[versions == ""] = None  # no version: not a version named ""
         long_version = np.zeros(len(batch), dtype=bool)
@@ -435,7 +439,7 @@ class BatchDecoder:
         r.time.append(t)
         r.prediction.append(prediction)
         r.latency.append(latency)
-        r.features.append(tuple(values_out))
+        r.features.append(codec.features(*values_out))
         r.tags.append(data.get("tags"))
         return codec
 
@@ -471,6 +475,18 @@ def _epoch(t: datetime | float | None, record_time: float) -> float:
             t = t.replace(tzinfo=UTC)
         return t.timestamp()
     return float(t)
+
+
+def _epochs(stamps: list[datetime | float | None], record_times: Sequence[float]) -> list[float]:
+    """Epoch seconds of typed timestamps, ``record_times`` where there is none."""
+    try:  # epoch seconds, some absent: one conversion (an absent one reads as NaN)
+        t = np.array(stamps, dtype=np.float64)
+    except TypeError:  # times mixed with epoch seconds
+        return list(map(_epoch, stamps, record_times))
+    absent = np.isnan(t)  # JSON has no NaN: NaN is None
+    if absent.any():
+        t[absent] = np.asarray(record_times, dtype=np.float64)[absent]
+    return t.tolist()  # type: ignore[no-any-return]
 
 
 def _envelope(data: dict[str, Any], record_time: float) -> tuple[str, Any, float, Any, Any]:
@@ -561,11 +577,11 @@ def _outputs(predictions: list[Any]) -> tuple[NDArray[np.float64], NDArray[np.ob
 
 def _columns(model: str, codec: _ModelCodec, r: _Rows) -> EventBatch:
     n = len(r.event_id)
-    table = np.empty((n, len(codec.specs)), dtype=object)
-    if codec.specs:
-        table[:] = r.features
-    numerical = {codec.specs[j].name: table[:, j].astype(np.float64) for j in codec.numerical}
-    categorical = {codec.specs[j].name: table[:, j] for j in codec.categorical}
+    # One column at a time, read from the structs in C: no object per event is made (a
+    # tuple per event made the garbage collector a fifth of stage 1's time).
+    getters, features = codec.getters, r.features
+    numerical = {codec.specs[j].name: _floats(getters[j], features) for j in codec.numerical}
+    categorical = {codec.specs[j].name: _objects(getters[j], features) for j in codec.categorical}
     flags: dict[str, NDArray[np.int8]] = {}
     for row, j, flag in r.flags:
         name = codec.specs[j].name
@@ -587,6 +603,20 @@ def _columns(model: str, codec: _ModelCodec, r: _Rows) -> EventBatch:
         latency_ms=np.array(r.latency, dtype=np.float64),
         flags=flags,
     )
+
+
+def _floats(getter: Callable[[Any], Any], rows: list[Any]) -> NDArray[np.float64]:
+    """The float column ``getter`` reads from ``rows``, NaN where it reads ``None``."""
+    try:  # the common case: no value missing
+        return np.fromiter(map(getter, rows), dtype=np.float64, count=len(rows))
+    except TypeError:
+        return np.array(list(map(getter, rows)), dtype=np.float64)
+
+
+def _objects(getter: Callable[[Any], Any], rows: list[Any]) -> NDArray[np.object_]:
+    column = np.empty(len(rows), dtype=object)
+    column[:] = list(map(getter, rows))
+    return column
 
 
 def _tag_columns(

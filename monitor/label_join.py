@@ -36,6 +36,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,8 @@ class _Store:
         self.seq: NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self.cols: dict[str, Column] = {k: np.empty(0, dtype=t) for k, t in self.kinds.items()}
         self.free: list[int] = []
+        #: no entry is older than this: expiry scans the slots only past it
+        self.oldest = math.inf
 
     def __len__(self) -> int:
         return len(self.index)
@@ -161,8 +164,11 @@ class _Store:
         self.free.extend(slots.tolist())
 
     def expire(self, cutoff: float) -> int:
+        if cutoff <= self.oldest:
+            return 0
         slots = np.flatnonzero(self.time < cutoff)
         self.release(slots, forget=True)
+        self.oldest = float(self.time.min()) if self.time.size else math.inf
         return int(slots.size)
 
     def insert(
@@ -187,6 +193,7 @@ class _Store:
         for k, v in self.cols.items():
             v[slots] = cols[k]
         self.next_seq = max(self.next_seq, int(seq.max()) + 1)
+        self.oldest = min(self.oldest, float(time.min()))
 
     def admit(self, ids: list[str], time: NDArray[np.float64], cols: Mapping[str, Column]) -> int:
         """Insert new entries, first evicting the oldest of old and new beyond capacity.
@@ -466,29 +473,49 @@ class LabelJoin:
             raise ValueError(f"every column must hold one value per event id ({n})")
         t = np.where(np.isfinite(t), t, now)
         self.expire(now)
-        too_old = (t < now - self.ttl).tolist()
+        too_old = t < now - self.ttl
         mine_index, theirs_index, joined_index = mine.index, theirs.index, self._joined.index
         seen: set[str] = set()
         join_at: list[int] = []
         join_slots: list[int] = []
         pend_at: list[int] = []
         expired = duplicate = 0
-        for i, (eid, old) in enumerate(zip(event_id, too_old, strict=True)):
-            if old:
-                expired += 1
-            elif eid in seen or eid in mine_index or eid in joined_index:
-                duplicate += 1
+        if (
+            not too_old.any()
+            and len(set(event_id)) == n
+            and (not mine_index or mine_index.keys().isdisjoint(event_id))
+            and (not joined_index or joined_index.keys().isdisjoint(event_id))
+        ):
+            # The usual batch, every id new: set operations in C instead of the loop below.
+            if not theirs_index or theirs_index.keys().isdisjoint(event_id):
+                pend_at = list(range(n))
             else:
-                seen.add(eid)
-                slot = theirs_index.pop(eid, None)
-                if slot is None:
-                    pend_at.append(i)
+                slots = list(map(theirs_index.pop, event_id, repeat(None)))
+                for i, slot in enumerate(slots):
+                    if slot is None:
+                        pend_at.append(i)
+                    else:
+                        join_at.append(i)
+                        join_slots.append(slot)
+        else:
+            for i, (eid, old) in enumerate(zip(event_id, too_old.tolist(), strict=True)):
+                if old:
+                    expired += 1
+                elif eid in seen or eid in mine_index or eid in joined_index:
+                    duplicate += 1
                 else:
-                    join_at.append(i)
-                    join_slots.append(slot)
+                    seen.add(eid)
+                    slot = theirs_index.pop(eid, None)
+                    if slot is None:
+                        pend_at.append(i)
+                    else:
+                        join_at.append(i)
+                        join_slots.append(slot)
         self.dropped[f"{side}_expired"] += expired
         self.dropped[f"duplicate_{side}"] += duplicate
-        if pend_at:
+        if pend_at and len(pend_at) == n:
+            self.dropped[f"{side}_evicted"] += mine.admit(list(event_id), t, cols)
+        elif pend_at:
             at = np.array(pend_at, dtype=np.intp)
             self.dropped[f"{side}_evicted"] += mine.admit(
                 [event_id[i] for i in pend_at], t[at], {k: v[at] for k, v in cols.items()}

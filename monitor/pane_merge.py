@@ -99,7 +99,8 @@ class PaneMerge:
 
     def apply(self, update: PaneUpdate) -> bool:
         """Take ``update`` where it is at least as new as what is held; True if it changed
-        a pane that can still be in the window."""
+        a pane of the current window (one past the last closed pane changes no evaluation
+        until the window reaches it, and :meth:`advance` says when it does)."""
         order = update.order
         src = self.sources.get(update.partition)
         if src is None and len(self.sources) >= MAX_SOURCES:
@@ -124,7 +125,7 @@ class PaneMerge:
                 self._held[update.partition] = n + 1
             if held is None or order >= held[0]:
                 self.panes[key] = (order, counts)
-                changed = True
+                changed |= self.last_closed is not None and index <= self.last_closed
         return changed
 
     def _floor(self) -> float:
