@@ -20,6 +20,11 @@ from tests.unit.test_model_state import CATS, batch, close, monitor_for
 REF_N = 4000
 
 
+#: fixed thresholds, for the tests of summaries and shares (calibrating a new reference
+#: every example would take most of their time)
+FIXED = DriftPolicy(MethodChoice("wasserstein", 0.1), MethodChoice("jensenshannon", 0.1))
+
+
 def evaluate(ref_x, ref_c, x, c, policy=None):
     """The API's feature dicts of one window holding exactly ``x`` and ``c``."""
     m = monitor_for(ref_x, ref_c, policy=policy)
@@ -52,7 +57,7 @@ def test_numerical_summaries_match_numpy(seed, n, shift, scale, outside):
     x = rng.normal(shift, scale, n)
     if not outside:  # the window's values inside the reference range
         x = np.clip(x, ref.min(), ref.max())
-    feats, profile = evaluate(ref, rng.choice(CATS, REF_N), x, rng.choice(CATS, n))
+    feats, profile = evaluate(ref, rng.choice(CATS, REF_N), x, rng.choice(CATS, n), FIXED)
     why = feats["x"]["why"]
     edges = profile.features[0].bins.edges
 
@@ -108,7 +113,7 @@ def test_category_shares_match_numpy(seed, n, weights):
     values = np.array([*CATS, "zz", None], dtype=object)  # a new category and missing
     w = np.asarray(weights) + 1e-3
     c = rng.choice(values, n, p=w / w.sum())
-    feats, _ = evaluate(rng.normal(0, 1, REF_N), ref_c, rng.normal(0, 1, n), c)
+    feats, _ = evaluate(rng.normal(0, 1, REF_N), ref_c, rng.normal(0, 1, n), c, FIXED)
     why = feats["c"]["why"]
     present = np.array([v for v in c if v is not None], dtype=object)
     if present.size == 0:

@@ -16,12 +16,17 @@ from prometheus_client import CollectorRegistry
 from consumers.exporter import DriftlineCollector, StateSnapshot
 from consumers.model_specs import kpis_of
 from monitor.config import ModelSettings
+from monitor.evaluation import DriftPolicy, MethodChoice
 from monitor.events import EventBatch
 from monitor.label_join import LabelJoin
 from monitor.model_state import ModelMonitor, WindowSpec
 from monitor.performance import accumulator_for
 from monitor.reference import build_profile
 from monitor.segments import SegmentOptions
+
+#: fixed drift thresholds: these tests check KPIs, not the calibrated thresholds (whose
+#: simulation, for a new reference every example, would take most of their time)
+FIXED = DriftPolicy(MethodChoice("wasserstein", 0.1), MethodChoice("jensenshannon", 0.1))
 
 KPIS: dict[str, Any] = {
     "events": {"agg": "count"},
@@ -52,7 +57,7 @@ def monitor(rng: np.random.Generator, pane: float, panes: int) -> ModelMonitor:
         profile, {**cols, "tags.region": rng.choice(REGIONS, n, p=[0.5, 0.3, 0.2])}
     )
     kpis = kpis_of(model_settings(), profile)
-    return ModelMonitor(profile, WindowSpec(pane, pane * panes, 0.0), kpis=kpis)
+    return ModelMonitor(profile, WindowSpec(pane, pane * panes, 0.0), FIXED, kpis=kpis)
 
 
 def events(rng: np.random.Generator, n: int, t0: float, t1: float) -> EventBatch:
@@ -208,6 +213,7 @@ def test_label_aware_kpis_equal_numpy_on_the_joined_pairs(seed: int, early: floa
     m = ModelMonitor(
         profile,
         WindowSpec(60.0, 60.0, 0.0),
+        FIXED,
         performance=accumulator_for("binary_classification", positive_label="fraud"),
         kpis=kpis_of(settings_, profile),
     )
@@ -285,6 +291,7 @@ def _restart_monitor(kpis: dict[str, Any], segments: tuple[str, ...]) -> ModelMo
     return ModelMonitor(
         profile,
         WindowSpec(60.0, 60.0, 0.0),
+        FIXED,
         performance=accumulator_for("binary_classification", positive_label="1"),
         kpis=kpis_of(settings, profile),
     )
@@ -399,7 +406,7 @@ def test_expression_kpis_equal_numpy_per_window_and_per_segment(
     s = ModelSettings.model_validate(
         {"name": "m", "reference": {"path": "r"}, "kpis": EXPRESSIONS, "decision_threshold": 0.7}
     )
-    m = ModelMonitor(profile, WindowSpec(pane, pane * panes, 0.0), kpis=kpis_of(s, profile))
+    m = ModelMonitor(profile, WindowSpec(pane, pane * panes, 0.0), FIXED, kpis=kpis_of(s, profile))
     seen = []
     for i in range(batches):  # a batch per pane: early panes expire from the window
         b = expression_batch(rng, int(rng.integers(200, 600)), i * pane, (i + 1) * pane)
@@ -466,6 +473,7 @@ def test_label_aware_expression_kpis_equal_numpy_on_the_joined_pairs(
     m = ModelMonitor(
         profile,
         ONE,
+        FIXED,
         performance=accumulator_for("binary_classification", positive_label="fraud"),
         kpis=kpis_of(s, profile),
     )
@@ -644,6 +652,7 @@ def test_tag_kpis_equal_numpy_per_window_and_per_segment(seed: int, panes: int) 
     m = ModelMonitor(
         profile,
         WindowSpec(pane, pane * panes, 0.0),
+        FIXED,
         performance=accumulator_for("binary_classification", positive_label="fraud"),
         kpis=kpis_of(s, profile),
     )
