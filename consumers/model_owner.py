@@ -141,6 +141,15 @@ class ModelOwner:
                 return None
             if m is not None:
                 retired.add(m.model_version)
+        # a new (stream-built) reference: windows of the old one restart
+        m = self._started(spec, update)
+        if m is not None:
+            unit.models[update.model] = m
+        return m
+
+    def _started(self, spec: ModelSpec, update: PaneUpdate) -> _Merged | None:
+        """A new merge for ``update``'s reference, or None (refused, counted) when there
+        is no evaluator for it."""
         try:
             evaluator = spec.evaluator(update.fingerprint, update.profile)
         except Exception as exc:  # a profile that does not load
@@ -149,13 +158,8 @@ class ModelOwner:
         if evaluator is None:
             self._reject("other_reference", update, "no reference with this fingerprint")
             return None
-        # a new (stream-built) reference: windows of the old one restart
-        m = unit.models[update.model] = _Merged(
-            PaneMerge(self.pane, self.size_panes, self.idle_timeout),
-            update.fingerprint,
-            update.profile,
-        )
-        return m
+        merge = PaneMerge(self.pane, self.size_panes, self.idle_timeout)
+        return _Merged(merge, update.fingerprint, update.profile)
 
     def _fits(self, update: PaneUpdate, m: _Merged) -> bool:
         evaluator = self.specs[update.model].evaluator(m.fingerprint, m.profile)
@@ -218,19 +222,10 @@ class ModelOwner:
             if spec.stream_reference is None and update.fingerprint != spec.fingerprint:
                 self._reject("other_reference", update, "binned against another reference")
                 return
-            try:
-                evaluator = spec.evaluator(update.fingerprint, update.profile)
-            except Exception as exc:  # a profile that does not load
-                self._reject("malformed", update, repr(exc))
+            m = self._started(spec, update)
+            if m is None:
                 return
-            if evaluator is None:
-                self._reject("other_reference", update, "no reference with this fingerprint")
-                return
-            m = versions[update.model_version] = _Merged(
-                PaneMerge(self.pane, self.size_panes, self.idle_timeout),
-                update.fingerprint,
-                update.profile,
-            )
+            versions[update.model_version] = m
         elif m.fingerprint != update.fingerprint:
             self._reject("other_reference", update, "another reference of this version")
             return
