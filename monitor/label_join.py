@@ -357,23 +357,22 @@ class LabelJoin:
         """The ground truth known for these ids, pending or already joined (and remembered):
         positions, labels and label times. Nothing changes: another version's join takes
         the labels the model's join already holds."""
-        pending, joined = self._labels.index, self._joined.index
-        at, y, t = [], [], []
-        truth_p, time_p = self._labels.cols["y_true"], self._labels.time
-        truth_j, time_j = self._joined.cols["y_true"], self._joined.cols["label_time"]
-        for i, e in enumerate(event_id):
-            slot = pending.get(e)
-            if slot is not None:
-                at.append(i)
-                y.append(truth_p[slot])
-                t.append(time_p[slot])
-                continue
-            slot = joined.get(e)
-            if slot is not None and truth_j[slot] is not None:
-                at.append(i)
-                y.append(truth_j[slot])
-                t.append(time_j[slot])
-        return np.array(at, dtype=np.intp), _objects(y), np.array(t, dtype=np.float64)
+        n = len(event_id)
+        # look-ups in C; slots gathered with numpy (-1: not held on that side)
+        in_p = np.fromiter(map(self._labels.index.get, event_id, repeat(-1)), np.intp, n)
+        in_j = np.fromiter(map(self._joined.index.get, event_id, repeat(-1)), np.intp, n)
+        in_j[in_p >= 0] = -1  # a pending label wins
+        p_at, j_at = np.flatnonzero(in_p >= 0), np.flatnonzero(in_j >= 0)
+        y_j = self._joined.cols["y_true"][in_j[j_at]]
+        known = np.not_equal(y_j, np.array(None, dtype=object))  # joined before labels kept
+        j_at = j_at[known]
+        at = np.concatenate([p_at, j_at])
+        order = np.argsort(at, kind="stable")
+        y = np.concatenate([self._labels.cols["y_true"][in_p[p_at]], y_j[known]])
+        t = np.concatenate(
+            [self._labels.time[in_p[p_at]], self._joined.cols["label_time"][in_j[j_at]]]
+        )
+        return at[order], y[order], t[order]
 
     def add_predictions(
         self,
